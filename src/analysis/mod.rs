@@ -1,0 +1,286 @@
+//! Analysis: runs a detection query (SQL from `queries/`, or the operator's own file) over the
+//! `requests` table in DataFusion and turns its rows into scored sessions.
+//!
+//! A query declares its parameters in comment lines
+//! `-- @param <name> <int|float|seconds|text> <default>  <description>`; revokd binds them
+//! (defaults overlaid with `[detection.params]`) as `$name` placeholders, together with
+//! `$window_start` and `$window_end` (epoch seconds, end exclusive). Values never become SQL
+//! text.
+//!
+//! A query must return one row per session with the columns of [`REQUIRED_COLUMNS`]; every
+//! other numeric column is reported as a named signal of the decision.
+
+mod query;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Float64Type};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+pub use query::{DetectionQuery, ParamDecl, ParamType, QueryError, BUILTIN_QUERIES};
+
+use crate::source::{Window, REQUESTS_SCHEMA};
+
+/// The query used when the config names none.
+pub const DEFAULT_QUERY: &str = "reference";
+
+/// Columns every detection query must return, with what they mean.
+pub const REQUIRED_COLUMNS: [(&str, &str); 4] = [
+    ("session_id", "text: the session"),
+    ("score", "number: how strongly the session looks shared (NULL when not scored)"),
+    ("flagged", "boolean: whether to revoke the session"),
+    ("reasons", "text (`; `-separated) or list of text: why, with values and thresholds"),
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamValue {
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl ParamValue {
+    fn to_scalar(&self) -> ScalarValue {
+        match self {
+            ParamValue::Int(i) => ScalarValue::Int64(Some(*i)),
+            ParamValue::Float(f) => ScalarValue::Float64(Some(*f)),
+            ParamValue::Text(s) => ScalarValue::Utf8(Some(s.clone())),
+        }
+    }
+}
+
+impl std::fmt::Display for ParamValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParamValue::Int(i) => write!(f, "{i}"),
+            ParamValue::Float(x) => write!(f, "{x}"),
+            ParamValue::Text(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnalysisError {
+    #[error("detection query {query}: {source}")]
+    Query {
+        query: String,
+        #[source]
+        source: datafusion::error::DataFusionError,
+    },
+    #[error("detection query {query} does not return the column `{column}` ({meaning})")]
+    MissingColumn {
+        query: String,
+        column: &'static str,
+        meaning: &'static str,
+    },
+    #[error("detection query {query}: column `{column}` is {found}, expected {expected}")]
+    ColumnType {
+        query: String,
+        column: String,
+        found: DataType,
+        expected: &'static str,
+    },
+}
+
+/// One session as the detection query judged it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SessionScore {
+    pub session_id: String,
+    pub score: Option<f64>,
+    pub flagged: bool,
+    pub reasons: Vec<String>,
+    /// Every other numeric column of the query's result, by name.
+    pub signals: BTreeMap<String, f64>,
+}
+
+pub struct Analyzer {
+    query: DetectionQuery,
+    params: BTreeMap<String, ParamValue>,
+    partitions: usize,
+}
+
+impl Analyzer {
+    pub fn new(query: DetectionQuery, params: BTreeMap<String, ParamValue>) -> Self {
+        let partitions = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Analyzer { query, params, partitions }
+    }
+
+    pub fn query(&self) -> &DetectionQuery {
+        &self.query
+    }
+
+    pub fn params(&self) -> &BTreeMap<String, ParamValue> {
+        &self.params
+    }
+
+    fn context(&self, batches: Vec<RecordBatch>) -> Result<SessionContext, AnalysisError> {
+        let config = SessionConfig::new().with_target_partitions(self.partitions);
+        let ctx = SessionContext::new_with_config(config);
+        // Spread batches over partitions so the scan runs on every core.
+        let mut partitions = vec![Vec::new(); self.partitions.max(1)];
+        for (i, batch) in batches.into_iter().enumerate() {
+            partitions[i % self.partitions.max(1)].push(batch);
+        }
+        let table = MemTable::try_new(REQUESTS_SCHEMA.clone(), partitions).map_err(|e| self.err(e))?;
+        ctx.register_table("requests", Arc::new(table)).map_err(|e| self.err(e))?;
+        Ok(ctx)
+    }
+
+    fn err(&self, source: datafusion::error::DataFusionError) -> AnalysisError {
+        AnalysisError::Query { query: self.query.name.clone(), source }
+    }
+
+    fn bound(&self, window: &Window) -> Vec<(String, ScalarValue)> {
+        let mut values: Vec<(String, ScalarValue)> =
+            self.params.iter().map(|(k, v)| (k.clone(), v.to_scalar())).collect();
+        values.push(("window_start".into(), ScalarValue::Int64(Some(window.start.timestamp()))));
+        values.push(("window_end".into(), ScalarValue::Int64(Some(window.end.timestamp()))));
+        values
+    }
+
+    /// Plans the query against an empty `requests` table and checks its result columns, so a
+    /// broken query is found by `check-config`, not by the first scheduled run.
+    pub async fn validate(&self) -> Result<(), AnalysisError> {
+        let ctx = self.context(Vec::new())?;
+        let window = Window { start: chrono::DateTime::UNIX_EPOCH, end: chrono::DateTime::UNIX_EPOCH };
+        let df = ctx.sql(&self.query.sql).await.map_err(|e| self.err(e))?;
+        let df = df.with_param_values(self.bound(&window)).map_err(|e| self.err(e))?;
+        let schema = df.schema().as_arrow().clone();
+        self.check_columns(&schema)?;
+        // Execute too: some errors (types of bound values) only surface then.
+        df.collect().await.map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn check_columns(&self, schema: &arrow::datatypes::Schema) -> Result<(), AnalysisError> {
+        for (column, meaning) in REQUIRED_COLUMNS {
+            if schema.field_with_name(column).is_err() {
+                return Err(AnalysisError::MissingColumn { query: self.query.name.clone(), column, meaning });
+            }
+        }
+        let type_err = |column: &str, found: &DataType, expected| AnalysisError::ColumnType {
+            query: self.query.name.clone(),
+            column: column.to_string(),
+            found: found.clone(),
+            expected,
+        };
+        let flagged = schema.field_with_name("flagged").expect("checked").data_type();
+        if flagged != &DataType::Boolean {
+            return Err(type_err("flagged", flagged, "boolean"));
+        }
+        let score = schema.field_with_name("score").expect("checked").data_type();
+        if !score.is_numeric() && score != &DataType::Null {
+            return Err(type_err("score", score, "a number"));
+        }
+        Ok(())
+    }
+
+    /// Scores every session in the window.
+    pub async fn analyse(&self, batches: Vec<RecordBatch>, window: &Window) -> Result<Vec<SessionScore>, AnalysisError> {
+        let ctx = self.context(batches)?;
+        let df = ctx.sql(&self.query.sql).await.map_err(|e| self.err(e))?;
+        let df = df.with_param_values(self.bound(window)).map_err(|e| self.err(e))?;
+        self.check_columns(df.schema().as_arrow())?;
+        let results = df.collect().await.map_err(|e| self.err(e))?;
+        let mut scores = Vec::new();
+        for batch in &results {
+            self.convert(batch, &mut scores)?;
+        }
+        // Deterministic order: highest score first, then id.
+        scores.sort_by(|a, b| {
+            b.score
+                .unwrap_or(f64::NEG_INFINITY)
+                .total_cmp(&a.score.unwrap_or(f64::NEG_INFINITY))
+                .then_with(|| a.session_id.cmp(&b.session_id))
+        });
+        Ok(scores)
+    }
+
+    fn convert(&self, batch: &RecordBatch, out: &mut Vec<SessionScore>) -> Result<(), AnalysisError> {
+        let schema = batch.schema();
+        let column = |name: &str| batch.column(schema.index_of(name).expect("checked"));
+        let cast_to = |name: &str, to: &DataType, expected| {
+            cast(column(name), to).map_err(|_| AnalysisError::ColumnType {
+                query: self.query.name.clone(),
+                column: name.to_string(),
+                found: column(name).data_type().clone(),
+                expected,
+            })
+        };
+        let ids = cast_to("session_id", &DataType::Utf8, "text")?;
+        let ids = ids.as_string::<i32>();
+        let score = cast_to("score", &DataType::Float64, "a number")?;
+        let score = score.as_primitive::<Float64Type>();
+        let flagged = column("flagged").as_boolean();
+        let reasons = column("reasons");
+        let reasons_text = match reasons.data_type() {
+            DataType::List(_) | DataType::LargeList(_) | DataType::ListView(_) => None,
+            _ => Some(cast_to("reasons", &DataType::Utf8, "text or a list of text")?),
+        };
+        let reasons_list = match reasons.data_type() {
+            DataType::List(_) | DataType::LargeList(_) | DataType::ListView(_) => Some(
+                cast_to(
+                    "reasons",
+                    &DataType::List(Arc::new(arrow::datatypes::Field::new_list_field(DataType::Utf8, true))),
+                    "text or a list of text",
+                )?,
+            ),
+            _ => None,
+        };
+        let mut signals = Vec::new();
+        for (i, field) in schema.fields().iter().enumerate() {
+            let name = field.name().as_str();
+            if REQUIRED_COLUMNS.iter().any(|(c, _)| *c == name) {
+                continue;
+            }
+            if field.data_type().is_numeric() {
+                let values = cast(batch.column(i), &DataType::Float64).map_err(|e| self.err(e.into()))?;
+                signals.push((name.to_string(), values));
+            }
+        }
+        for row in 0..batch.num_rows() {
+            if ids.is_null(row) {
+                continue;
+            }
+            let reasons = if let Some(text) = &reasons_text {
+                let text = text.as_string::<i32>();
+                if text.is_null(row) {
+                    Vec::new()
+                } else {
+                    text.value(row).split("; ").filter(|s| !s.is_empty()).map(str::to_string).collect()
+                }
+            } else if let Some(list) = &reasons_list {
+                let list = list.as_list::<i32>();
+                if list.is_null(row) {
+                    Vec::new()
+                } else {
+                    let items = list.value(row);
+                    let items = items.as_string::<i32>();
+                    (0..items.len()).filter(|&i| items.is_valid(i)).map(|i| items.value(i).to_string()).collect()
+                }
+            } else {
+                Vec::new()
+            };
+            let signals = signals
+                .iter()
+                .filter_map(|(name, values)| {
+                    let values = values.as_primitive::<Float64Type>();
+                    values.is_valid(row).then(|| (name.clone(), values.value(row)))
+                })
+                .collect();
+            out.push(SessionScore {
+                session_id: ids.value(row).to_string(),
+                score: score.is_valid(row).then(|| score.value(row)),
+                flagged: flagged.is_valid(row) && flagged.value(row),
+                reasons,
+                signals,
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,268 @@
+//! The command line: `revokd run | daemon | sessions list | revoke | unrevoke | migrate |
+//! check-config | explain`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::run::{RunOptions, Runtime, run_once};
+use crate::session::SessionId;
+use crate::store::{EntryKind, Revocation};
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(name = "revokd", version, about = "Finds shared video playback sessions in CloudFront logs and revokes them at the edge (WAF).")]
+pub struct Cli {
+    /// Config file (TOML). Without one, the built-in defaults: logs in ./samples/logs, an
+    /// embedded store and a rule-group file under ./revokd-state.
+    #[arg(long, short, global = true, env = "REVOKD_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Log output format.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "REVOKD_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one analysis now (ad hoc) and exit; non-zero exit when the run failed.
+    Run {
+        /// Analyse as if it were this time (RFC 3339, e.g. 2026-11-20T10:10:00Z): replays old logs.
+        #[arg(long, value_parser = parse_time)]
+        now: Option<DateTime<Utc>>,
+        /// Read and analyse, but write nothing (no store, no rule group).
+        #[arg(long)]
+        dry_run: bool,
+        /// Observe mode for this run: full analysis and logging, no writes.
+        #[arg(long)]
+        observe: bool,
+        /// Write a JSON report of the run (counters and every flagged session) to this file.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Run on the configured schedule until SIGTERM/SIGINT (systemd Type=notify).
+    Daemon,
+    /// Inspect the revocation list.
+    Sessions {
+        #[command(subcommand)]
+        command: SessionsCommand,
+    },
+    /// Revoke sessions manually. Manual entries rank first and detection never overwrites them.
+    Revoke {
+        #[arg(required = true)]
+        session_ids: Vec<String>,
+        /// How long the revocation lasts (default: revocation.manual_ttl).
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<std::time::Duration>,
+        /// Why (kept with the entry).
+        #[arg(long, default_value = "revoked by operator")]
+        reason: String,
+        /// Only record; leave the rule group to the next run.
+        #[arg(long)]
+        no_enforce: bool,
+    },
+    /// Lift revocations. Detection leaves these sessions alone for revocation.unrevoke_cooldown.
+    Unrevoke {
+        #[arg(required = true)]
+        session_ids: Vec<String>,
+        /// Why (kept with the entry).
+        #[arg(long, default_value = "unrevoked by operator")]
+        reason: String,
+        /// Only record; leave the rule group to the next run.
+        #[arg(long)]
+        no_enforce: bool,
+    },
+    /// Create the revocation table (DynamoDB) or database (embedded); a no-op when it exists.
+    Migrate,
+    /// Validate the configuration and the detection query; errors name the file and key.
+    CheckConfig,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// The revocation list: id, type, reason, score, first seen, last updated, expires.
+    List {
+        /// JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Include expired entries, unrevoke cool-downs and held detections.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("`{s}` is not an RFC 3339 time like 2026-11-20T10:10:00Z ({e})"))
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::config::parse_duration(s)
+}
+
+/// A failure to report to the user: message, and the exit code.
+struct Failure(String, u8);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.to_string(), 1)
+    }
+}
+
+pub async fn main(cli: Cli) -> ExitCode {
+    crate::telemetry::init(cli.log_format);
+    match dispatch(cli).await {
+        Ok(code) => code,
+        Err(Failure(message, code)) => {
+            eprintln!("revokd: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
+    Config::load(path).map_err(|e| Failure(e.to_string(), 2))
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
+    let config = load_config(cli.config.as_deref())?;
+    match cli.command {
+        Command::CheckConfig => {
+            check_config(&config).await?;
+            println!("{}: OK", config.origin());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { now, dry_run, observe, report } => {
+            let rt = Runtime::open(config).await?;
+            let result = run_once(&rt, &RunOptions { now, dry_run, observe }).await;
+            if let Some(path) = report {
+                let json = serde_json::to_vec_pretty(&result).expect("report serialises");
+                std::fs::write(&path, json)
+                    .map_err(|e| Failure(format!("writing report {}: {e}", path.display()), 1))?;
+            }
+            Ok(if result.succeeded() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Daemon => {
+            check_config(&config).await?;
+            let rt = Runtime::open(config).await?;
+            crate::daemon::run_daemon(rt).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let store = crate::store::open(&config).await?;
+            let created = store.migrate().await?;
+            println!("{}: {}", store.describe(), if created { "created" } else { "already exists; nothing to do" });
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sessions { command: SessionsCommand::List { json, all } } => {
+            let store = crate::store::open(&config).await?;
+            let now = Utc::now();
+            let entries = if all { store.list_all().await? } else { store.active(now).await? };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries).expect("entries serialise"));
+            } else {
+                print_table(&entries, now);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Revoke { session_ids, ttl, reason, no_enforce } => {
+            let ttl = ttl.unwrap_or(config.revocation.manual_ttl);
+            operator_write(config, &session_ids, EntryKind::Manual, ttl, reason, no_enforce).await
+        }
+        Command::Unrevoke { session_ids, reason, no_enforce } => {
+            let cooldown = config.revocation.unrevoke_cooldown;
+            operator_write(config, &session_ids, EntryKind::Unrevoked, cooldown, reason, no_enforce).await
+        }
+    }
+}
+
+/// Everything `check-config` checks, also run by the daemon before it starts.
+async fn check_config(config: &Config) -> Result<(), Failure> {
+    let analyzer = crate::analysis::Analyzer::new(config.detection.query.clone(), config.detection.params.clone());
+    analyzer.validate().await.map_err(|e| {
+        Failure(format!("{}: key `detection.query`: {e}", config.origin()), 2)
+    })?;
+    if let crate::config::LogLocation::Local(dir) = &config.logs.location
+        && !dir.is_dir()
+    {
+        return Err(Failure(
+            format!("{}: key `logs.url`: {} is not a directory", config.origin(), dir.display()),
+            2,
+        ));
+    }
+    Ok(())
+}
+
+async fn operator_write(
+    config: Config,
+    session_ids: &[String],
+    kind: EntryKind,
+    lifetime: std::time::Duration,
+    reason: String,
+    no_enforce: bool,
+) -> Result<ExitCode, Failure> {
+    let mut ids = Vec::new();
+    for raw in session_ids {
+        ids.push(SessionId::parse(raw).map_err(|e| Failure(e.to_string(), 2))?);
+    }
+    let now = Utc::now();
+    let expires_at = now + chrono::Duration::from_std(lifetime).map_err(|e| Failure(e.to_string(), 2))?;
+    let entries: Vec<Revocation> = ids
+        .iter()
+        .map(|id| Revocation {
+            session_id: id.to_string(),
+            kind,
+            reason: reason.clone(),
+            score: None,
+            signals: Default::default(),
+            first_seen: now,
+            last_updated: now,
+            expires_at,
+            run_id: None,
+        })
+        .collect();
+    let rt = Runtime::open(config).await?;
+    rt.store.put_manual(&entries).await?;
+    for id in &ids {
+        tracing::info!(session_id = %id, kind = %kind, expires_at = %expires_at, reason = %reason, "revocation list updated by operator");
+    }
+    if !no_enforce && rt.config.mode == crate::config::Mode::Enforce {
+        let active = rt.store.active(now).await?;
+        let attempts = match &rt.config.enforcer {
+            crate::config::EnforcerConfig::Wafv2(w) => w.max_update_attempts,
+            crate::config::EnforcerConfig::File { .. } => 3,
+        };
+        let outcome = crate::enforcer::reconcile(rt.rules.as_ref(), &active, attempts, false).await?;
+        tracing::info!(group = %rt.rules.describe(), added = outcome.added.len(), removed = outcome.removed.len(), rules = outcome.rules, updated = outcome.updated, "rule group reconciled");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(entries: &[Revocation], now: DateTime<Utc>) {
+    let time = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%SZ").to_string();
+    println!(
+        "{:<40} {:<9} {:>7} {:<20} {:<20} {:<20} REASON",
+        "SESSION", "TYPE", "SCORE", "FIRST SEEN", "LAST UPDATED", "EXPIRES"
+    );
+    for e in entries {
+        let score = e.score.map(|s| format!("{s:.2}")).unwrap_or_else(|| "-".into());
+        let expires = if e.expires_at <= now { format!("{} (expired)", time(e.expires_at)) } else { time(e.expires_at) };
+        println!(
+            "{:<40} {:<9} {:>7} {:<20} {:<20} {:<20} {}",
+            e.session_id,
+            e.kind.as_str(),
+            score,
+            time(e.first_seen),
+            time(e.last_updated),
+            expires,
+            e.reason
+        );
+    }
+}

@@ -1,0 +1,168 @@
+//! Parse-once cache: each log object, once parsed, is kept as a zstd Parquet file of the
+//! `requests` columns under `state_dir/cache`, named by the object key and its ETag. A later
+//! run reads the Parquet instead of fetching and parsing the object again; a rewritten object
+//! (new ETag) is parsed afresh. A corrupt or unreadable cache file is deleted and the object
+//! parsed from its source: the cache can always be thrown away.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use object_store::ObjectMeta;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use super::cloudfront::{ParseStats, ParsedObject, REQUESTS_SCHEMA};
+use super::names::{LogObjectName, Window};
+
+/// Bumped whenever the `requests` schema or parsing rules change, so old files are ignored.
+const CACHE_FORMAT: &str = "revokd-requests-v1";
+const STATS_KEY: &str = "revokd.parse_stats";
+
+pub struct ParseCache {
+    dir: PathBuf,
+}
+
+pub struct CacheHit {
+    pub batches: Vec<RecordBatch>,
+    pub stats: ParseStats,
+}
+
+impl ParseCache {
+    pub fn new(dir: PathBuf) -> Self {
+        ParseCache { dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn file_for(&self, meta: &ObjectMeta) -> PathBuf {
+        let etag = meta.e_tag.as_deref().unwrap_or("");
+        // Readable file names: the key with `/` escaped, then the ETag; both sanitised.
+        let key = sanitise(meta.location.as_ref());
+        let tag = sanitise(etag.trim_matches('"'));
+        self.dir.join(format!("{key}@{tag}@{}.parquet", meta.size))
+    }
+
+    pub async fn get(&self, meta: &ObjectMeta) -> Option<CacheHit> {
+        let path = self.file_for(meta);
+        let object = meta.location.to_string();
+        tokio::task::spawn_blocking(move || {
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+                Err(e) => {
+                    tracing::warn!(object, cache_file = %path.display(), error = %e, "cannot open parse cache file; parsing the object again");
+                    return None;
+                }
+            };
+            match read_cached(file) {
+                Ok(hit) => Some(hit),
+                Err(message) => {
+                    tracing::warn!(object, cache_file = %path.display(), error = %message, "corrupt parse cache file removed; parsing the object again");
+                    let _ = std::fs::remove_file(&path);
+                    None
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Stores a parsed object. Failure to cache is logged, never fatal: the run has its data.
+    pub async fn put(&self, meta: &ObjectMeta, parsed: &ParsedObject) {
+        let path = self.file_for(meta);
+        let dir = self.dir.clone();
+        let batches = parsed.batches.clone();
+        let stats = parsed.stats;
+        let object = meta.location.to_string();
+        let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            let tmp = path.with_extension("parquet.tmp");
+            write_cached(&tmp, &batches, &stats)?;
+            std::fs::rename(&tmp, &path).map_err(|e| format!("renaming into {}: {e}", path.display()))
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => tracing::warn!(object, error = %message, "could not write parse cache"),
+            Err(e) => tracing::warn!(object, error = %e, "parse cache task failed"),
+        }
+    }
+
+    /// Deletes cache files of objects whose hours all lie before the window.
+    pub fn prune(&self, window: &Window, max_request_duration: Duration) {
+        let first_needed = *window.file_hours(max_request_duration).start();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some((key, _)) = name.split_once('@') else { continue };
+            let key = key.replace("%2F", "/");
+            let hour = LogObjectName::parse(&object_store::path::Path::from(key.as_str())).map(|n| n.hour);
+            if let Some(hour) = hour
+                && hour < first_needed
+                && let Err(e) = std::fs::remove_file(entry.path())
+            {
+                tracing::warn!(cache_file = %entry.path().display(), error = %e, "could not prune parse cache file");
+            }
+        }
+    }
+}
+
+fn sanitise(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '/' => out.push_str("%2F"),
+            c if c.is_ascii_alphanumeric() || "._-".contains(c) => out.push(c),
+            c => out.push_str(&format!("%{:02X}", c as u32 & 0xff)),
+        }
+    }
+    out
+}
+
+fn write_cached(path: &Path, batches: &[RecordBatch], stats: &ParseStats) -> Result<(), String> {
+    let file = File::create(path).map_err(|e| format!("creating {}: {e}", path.display()))?;
+    let stats_json = serde_json::to_string(stats).expect("stats serialise");
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
+        .set_key_value_metadata(Some(vec![
+            parquet::file::metadata::KeyValue::new("revokd.format".into(), CACHE_FORMAT.to_string()),
+            parquet::file::metadata::KeyValue::new(STATS_KEY.into(), stats_json),
+        ]))
+        .build();
+    let mut writer = ArrowWriter::try_new(file, REQUESTS_SCHEMA.clone(), Some(props))
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    for batch in batches {
+        writer.write(batch).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    writer.close().map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok(())
+}
+
+fn read_cached(file: File) -> Result<CacheHit, String> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| e.to_string())?;
+    let kv = builder.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
+    let value = |key: &str| kv.iter().find(|e| e.key == key).and_then(|e| e.value.clone());
+    if value("revokd.format").as_deref() != Some(CACHE_FORMAT) {
+        return Err("written by another version".into());
+    }
+    let stats: ParseStats = serde_json::from_str(&value(STATS_KEY).ok_or("no parse stats")?)
+        .map_err(|e| format!("parse stats: {e}"))?;
+    if builder.schema().as_ref() != REQUESTS_SCHEMA.as_ref() {
+        return Err("schema differs from this version's".into());
+    }
+    let reader = builder.with_batch_size(super::cloudfront::BATCH_ROWS).build().map_err(|e| e.to_string())?;
+    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    if rows as u64 != stats.rows {
+        return Err(format!("holds {rows} rows where {} were parsed", stats.rows));
+    }
+    Ok(CacheHit { batches, stats })
+}

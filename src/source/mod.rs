@@ -1,0 +1,254 @@
+//! Log source: finds the CloudFront log objects that can hold entries of the analysis window,
+//! fetches them through `object_store` (S3 or a local directory alike) and parses them into
+//! Arrow batches of the `requests` table.
+
+pub mod cache;
+pub mod cloudfront;
+pub mod names;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+
+use crate::config::{LogLocation, LogsConfig};
+pub use cloudfront::{ParseStats, REQUESTS_SCHEMA};
+pub use names::{LogObjectName, Window};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot open log location {location}: {source}")]
+    Open {
+        location: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("listing log objects under {location}: {source}")]
+    List {
+        location: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("fetching log object {object}: {source}")]
+    Fetch {
+        object: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error(transparent)]
+    Parse(#[from] cloudfront::ParseError),
+    #[error("log object {object}: {message}")]
+    Cache { object: String, message: String },
+    #[error("parsing task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// What one run read.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct SourceStats {
+    /// Objects listed under the prefix whose name put them inside the window.
+    pub objects: u64,
+    /// Of those, objects fetched and parsed now (the rest came from the parse cache).
+    pub objects_parsed: u64,
+    pub objects_from_cache: u64,
+    /// Compressed bytes fetched.
+    pub bytes_fetched: u64,
+    #[serde(flatten)]
+    pub parse: ParseStats,
+}
+
+/// The requests of the window's objects, ready for analysis.
+pub struct LoadedLogs {
+    pub batches: Vec<RecordBatch>,
+    pub stats: SourceStats,
+}
+
+pub struct LogSource {
+    store: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+    location: String,
+    distribution_ids: Vec<String>,
+    /// S3 lists keys in lexicographic order, so a listing can stop past the window's last
+    /// hour; a local directory lists in no particular order.
+    ordered_listing: bool,
+    max_request_duration: Duration,
+    max_concurrent_fetches: usize,
+    cache: Option<cache::ParseCache>,
+}
+
+impl LogSource {
+    pub fn from_config(config: &LogsConfig, state_dir: &std::path::Path) -> Result<Self, SourceError> {
+        let (store, prefix, location, ordered_listing): (Arc<dyn ObjectStore>, _, _, _) =
+            match &config.location {
+                LogLocation::Local(dir) => {
+                    let location = format!("file://{}", dir.display());
+                    let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)
+                        .map_err(|source| SourceError::Open { location: location.clone(), source })?;
+                    (Arc::new(fs), ObjectPath::default(), location, false)
+                }
+                LogLocation::S3 { bucket, prefix } => {
+                    let location = format!("s3://{bucket}/{prefix}");
+                    // Credentials and defaults come from the standard AWS environment.
+                    let mut builder =
+                        object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+                    if let Some(region) = &config.region {
+                        builder = builder.with_region(region);
+                    }
+                    if let Some(endpoint) = &config.endpoint {
+                        // S3-compatible stores and emulators address buckets by path.
+                        builder = builder
+                            .with_endpoint(endpoint)
+                            .with_virtual_hosted_style_request(false);
+                    }
+                    if config.allow_http {
+                        builder = builder.with_allow_http(true);
+                    }
+                    let s3 = builder
+                        .build()
+                        .map_err(|source| SourceError::Open { location: location.clone(), source })?;
+                    (Arc::new(s3), ObjectPath::from(prefix.as_str()), location, true)
+                }
+            };
+        Ok(LogSource {
+            store,
+            prefix,
+            location,
+            distribution_ids: config.distribution_ids.clone(),
+            ordered_listing,
+            max_request_duration: config.max_request_duration,
+            max_concurrent_fetches: config.max_concurrent_fetches,
+            cache: config.cache.then(|| cache::ParseCache::new(state_dir.join("cache"))),
+        })
+    }
+
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// The objects that can hold entries inside `window`, by their names.
+    pub async fn list_window(&self, window: &Window) -> Result<Vec<ObjectMeta>, SourceError> {
+        let hours = window.file_hours(self.max_request_duration);
+        let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
+        let list_err = |source| SourceError::List { location: self.location.clone(), source };
+        let mut found = Vec::new();
+        let mut unnamed = 0u64;
+        if self.distribution_ids.is_empty() {
+            let mut listing = self.store.list(prefix);
+            while let Some(meta) = listing.try_next().await.map_err(list_err)? {
+                match LogObjectName::parse(&meta.location) {
+                    Some(name) if hours.contains(&name.hour) => found.push(meta),
+                    Some(_) => {}
+                    None => {
+                        // Without a CloudFront name we cannot tell its hours: read it rather than
+                        // miss entries; rows outside the window are filtered by the query.
+                        unnamed += 1;
+                        found.push(meta);
+                    }
+                }
+            }
+        } else {
+            for dist in &self.distribution_ids {
+                // Keys sort by `<DIST>.<YYYY-MM-DD-HH>`: start listing at the first hour of the
+                // window instead of the beginning of the bucket.
+                let first = names::hour_key(&self.prefix, dist, *hours.start());
+                let past_last = names::hour_key(&self.prefix, dist, *hours.end() + 1);
+                let offset = ObjectPath::from(first.as_str());
+                let mut listing = self.store.list_with_offset(prefix, &offset);
+                while let Some(meta) = listing.try_next().await.map_err(list_err)? {
+                    let key = meta.location.as_ref();
+                    if self.ordered_listing && key >= past_last.as_str() {
+                        break;
+                    }
+                    if let Some(name) = LogObjectName::parse(&meta.location)
+                        && name.distribution == *dist
+                        && hours.contains(&name.hour)
+                    {
+                        found.push(meta);
+                    }
+                }
+            }
+            // The offset is exclusive; an object named exactly `<DIST>.<hour>` is not CloudFront's.
+        }
+        if unnamed > 0 {
+            tracing::debug!(
+                location = %self.location,
+                objects = unnamed,
+                "objects without a CloudFront log name are read in full every run"
+            );
+        }
+        found.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(found)
+    }
+
+    /// Lists, fetches and parses every object of the window.
+    pub async fn load(&self, window: &Window) -> Result<LoadedLogs, SourceError> {
+        let objects = self.list_window(window).await?;
+        let mut stats = SourceStats { objects: objects.len() as u64, ..Default::default() };
+        let loaded: Vec<_> = futures::stream::iter(objects)
+            .map(|meta| self.load_object(meta))
+            .buffered(self.max_concurrent_fetches)
+            .try_collect()
+            .await?;
+        let mut batches = Vec::new();
+        for object in loaded {
+            stats.bytes_fetched += object.bytes_fetched;
+            if object.from_cache {
+                stats.objects_from_cache += 1;
+            } else {
+                stats.objects_parsed += 1;
+            }
+            stats.parse.add(&object.stats);
+            batches.extend(object.batches);
+        }
+        if let Some(cache) = &self.cache {
+            cache.prune(window, self.max_request_duration);
+        }
+        Ok(LoadedLogs { batches, stats })
+    }
+
+    async fn load_object(&self, meta: ObjectMeta) -> Result<LoadedObject, SourceError> {
+        let object = meta.location.to_string();
+        if let Some(cache) = &self.cache
+            && let Some(hit) = cache.get(&meta).await
+        {
+            return Ok(LoadedObject { batches: hit.batches, stats: hit.stats, bytes_fetched: 0, from_cache: true });
+        }
+        let bytes = self
+            .store
+            .get(&meta.location)
+            .await
+            .map_err(|source| SourceError::Fetch { object: object.clone(), source })?
+            .bytes()
+            .await
+            .map_err(|source| SourceError::Fetch { object: object.clone(), source })?;
+        let bytes_fetched = bytes.len() as u64;
+        let name = object.clone();
+        let parsed = tokio::task::spawn_blocking(move || parse_bytes(&name, &bytes)).await??;
+        if let Some(cache) = &self.cache {
+            cache.put(&meta, &parsed).await;
+        }
+        Ok(LoadedObject { batches: parsed.batches, stats: parsed.stats, bytes_fetched, from_cache: false })
+    }
+}
+
+struct LoadedObject {
+    batches: Vec<RecordBatch>,
+    stats: ParseStats,
+    bytes_fetched: u64,
+    from_cache: bool,
+}
+
+/// Parses one object's bytes, gzip or plain (told apart by the gzip magic number, not the
+/// name).
+pub fn parse_bytes(object: &str, bytes: &[u8]) -> Result<cloudfront::ParsedObject, cloudfront::ParseError> {
+    const READ_BUFFER: usize = 256 * 1024;
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        let decoder = flate2::bufread::MultiGzDecoder::new(bytes);
+        cloudfront::parse_log(object, std::io::BufReader::with_capacity(READ_BUFFER, decoder))
+    } else {
+        cloudfront::parse_log(object, bytes)
+    }
+}

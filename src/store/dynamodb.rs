@@ -1,0 +1,601 @@
+//! The DynamoDB revocation store (`store.backend = "dynamodb"`), table layout in
+//! `migrations/dynamodb/`.
+//!
+//! Automatic writes go as TransactWriteItems of at most 25 conditional updates: BatchWriteItem
+//! cannot carry a condition, and the condition is what protects MANUAL entries and cool-downs
+//! without a read-then-write race. A cancelled transaction says per item why; items that
+//! failed their condition are reported as protected, the others retried with backoff.
+//! Operator writes (`revoke`/`unrevoke`, unconditional by design) go as BatchWriteItem of at
+//! most 25, with UnprocessedItems retried with backoff.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+    Projection, ProjectionType, PutRequest, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
+    TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem, Update, WriteRequest,
+};
+use chrono::{DateTime, Utc};
+
+use super::{Detection, EntryKind, RecordOutcome, Revocation, RevocationStore, StoreError, epoch, from_epoch};
+use crate::aws::{describe_error as describe, error_code};
+use crate::config::DynamoConfig;
+use crate::retry::Backoff;
+use crate::session::SessionId;
+
+/// DynamoDB's limit for both BatchWriteItem and (by our choice) each transaction.
+pub const MAX_BATCH: usize = 25;
+const MAX_ATTEMPTS: u32 = 8;
+const ACTIVE_INDEX: &str = "active-by-expiry";
+const TABLE_SPEC: &str = include_str!("../../migrations/dynamodb/0001_revocations.json");
+
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+/// The subset of CreateTable's input that `migrations/dynamodb/*.json` uses.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TableSpec {
+    #[serde(rename = "_comment")]
+    _comment: Option<String>,
+    key_schema: Vec<KeySpec>,
+    attribute_definitions: Vec<AttrSpec>,
+    global_secondary_indexes: Vec<IndexSpec>,
+    billing_mode: String,
+    time_to_live_attribute: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct KeySpec {
+    attribute_name: String,
+    key_type: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct AttrSpec {
+    attribute_name: String,
+    attribute_type: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct IndexSpec {
+    index_name: String,
+    key_schema: Vec<KeySpec>,
+    projection: ProjectionSpec,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ProjectionSpec {
+    projection_type: String,
+}
+
+fn key_schema(keys: &[KeySpec]) -> Vec<KeySchemaElement> {
+    keys.iter()
+        .map(|k| {
+            KeySchemaElement::builder()
+                .attribute_name(&k.attribute_name)
+                .key_type(KeyType::from(k.key_type.as_str()))
+                .build()
+                .expect("name and type set")
+        })
+        .collect()
+}
+
+
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn signals_value(signals: &BTreeMap<String, f64>) -> AttributeValue {
+    AttributeValue::M(
+        signals
+            .iter()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(k, v)| (k.clone(), n(v)))
+            .collect(),
+    )
+}
+
+impl DynamoStore {
+    pub async fn connect(config: &DynamoConfig) -> DynamoStore {
+        let sdk = crate::aws::sdk_config(config.region.as_deref(), config.endpoint.as_deref()).await;
+        DynamoStore { client: Client::new(&sdk), table: config.table.clone() }
+    }
+
+    fn err(&self, operation: &'static str, message: String) -> StoreError {
+        StoreError::Dynamo { table: self.table.clone(), operation, message }
+    }
+
+    fn item_of(&self, r: &Revocation) -> HashMap<String, AttributeValue> {
+        let mut item = HashMap::from([
+            ("session_id".to_string(), s(r.session_id.as_str())),
+            ("type".to_string(), s(r.kind.as_str())),
+            ("reason".to_string(), s(&r.reason)),
+            ("signals".to_string(), signals_value(&r.signals)),
+            ("first_seen".to_string(), n(epoch(r.first_seen))),
+            ("last_updated".to_string(), n(epoch(r.last_updated))),
+            ("expires_at".to_string(), n(epoch(r.expires_at))),
+        ]);
+        if let Some(score) = r.score.filter(|s| s.is_finite()) {
+            item.insert("score".into(), n(score));
+        }
+        if let Some(run) = &r.run_id {
+            item.insert("run_id".into(), s(run));
+        }
+        if r.kind.revokes() {
+            item.insert("active".into(), s("1"));
+        }
+        item
+    }
+
+    fn parse_item(&self, item: &HashMap<String, AttributeValue>) -> Result<Revocation, StoreError> {
+        let key = item.get("session_id").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+        let bad = |message: String| StoreError::BadItem { table: self.table.clone(), key: key.clone(), message };
+        let text = |name: &str| -> Result<String, StoreError> {
+            item.get(name)
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+                .ok_or_else(|| bad(format!("attribute `{name}` missing or not a string")))
+        };
+        let number = |name: &str| -> Result<Option<f64>, StoreError> {
+            match item.get(name) {
+                None => Ok(None),
+                Some(v) => v
+                    .as_n()
+                    .ok()
+                    .and_then(|n| n.parse::<f64>().ok())
+                    .map(Some)
+                    .ok_or_else(|| bad(format!("attribute `{name}` is not a number"))),
+            }
+        };
+        let time = |name: &str| -> Result<DateTime<Utc>, StoreError> {
+            number(name)?
+                .map(|v| from_epoch(v as i64))
+                .ok_or_else(|| bad(format!("attribute `{name}` missing")))
+        };
+        let kind = text("type")?;
+        let mut signals = BTreeMap::new();
+        if let Some(AttributeValue::M(m)) = item.get("signals") {
+            for (k, v) in m {
+                if let Some(x) = v.as_n().ok().and_then(|n| n.parse().ok()) {
+                    signals.insert(k.clone(), x);
+                }
+            }
+        }
+        let last_updated = time("last_updated")?;
+        Ok(Revocation {
+            session_id: key.clone(),
+            kind: EntryKind::parse(&kind).ok_or_else(|| bad(format!("unknown type `{kind}`")))?,
+            reason: text("reason").unwrap_or_default(),
+            score: number("score")?,
+            signals,
+            first_seen: time("first_seen").unwrap_or(last_updated),
+            last_updated,
+            expires_at: time("expires_at")?,
+            run_id: item.get("run_id").and_then(|v| v.as_s().ok()).cloned(),
+        })
+    }
+
+    fn conditional_update(
+        &self,
+        kind: EntryKind,
+        d: &Detection,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        run_id: &str,
+    ) -> TransactWriteItem {
+        let mut set = vec![
+            "#type = :kind",
+            "#reason = :reason",
+            "#signals = :signals",
+            "#last_updated = :now",
+            "#expires_at = :expires_at",
+            "#run_id = :run_id",
+            "#first_seen = if_not_exists(#first_seen, :now)",
+        ];
+        let mut values = HashMap::from([
+            (":kind".to_string(), s(kind.as_str())),
+            (":reason".to_string(), s(&d.reason)),
+            (":signals".to_string(), signals_value(&d.signals)),
+            (":now".to_string(), n(epoch(now))),
+            (":expires_at".to_string(), n(epoch(expires_at))),
+            (":run_id".to_string(), s(run_id)),
+            (":auto".to_string(), s(EntryKind::Auto.as_str())),
+            (":held".to_string(), s(EntryKind::Held.as_str())),
+        ]);
+        let mut names = HashMap::from(
+            ["type", "reason", "signals", "last_updated", "expires_at", "run_id", "first_seen", "active", "score"]
+                .map(|a| (format!("#{a}"), a.to_string())),
+        );
+        names.insert("#session_id".into(), "session_id".into());
+        let mut remove = Vec::new();
+        match d.score.filter(|s| s.is_finite()) {
+            Some(score) => {
+                set.push("#score = :score");
+                values.insert(":score".into(), n(score));
+            }
+            None => remove.push("#score"),
+        }
+        if kind.revokes() {
+            set.push("#active = :active");
+            values.insert(":active".into(), s("1"));
+        } else {
+            remove.push("#active");
+        }
+        let mut expression = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        // The same rule as the embedded store: replace nothing in force but our own kinds.
+        let condition = match kind {
+            EntryKind::Auto => {
+                "attribute_not_exists(#session_id) OR #type = :auto OR #type = :held OR #expires_at <= :now"
+            }
+            _ => {
+                values.remove(":auto");
+                "attribute_not_exists(#session_id) OR #type = :held OR #expires_at <= :now"
+            }
+        };
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("session_id", s(d.session_id.as_str()))
+            .update_expression(expression)
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .expect("table, key and expression set");
+        TransactWriteItem::builder().update(update).build()
+    }
+
+    async fn record(
+        &self,
+        kind: EntryKind,
+        detections: &[Detection],
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        run_id: &str,
+    ) -> Result<RecordOutcome, StoreError> {
+        let mut outcome = RecordOutcome::default();
+        for chunk in detections.chunks(MAX_BATCH) {
+            let mut pending: Vec<&Detection> = chunk.iter().collect();
+            let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+            let mut attempt = 0;
+            while !pending.is_empty() {
+                attempt += 1;
+                let items = pending.iter().map(|d| self.conditional_update(kind, d, now, expires_at, run_id)).collect();
+                let result = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
+                let err = match result {
+                    Ok(_) => {
+                        outcome.written.extend(pending.iter().map(|d| d.session_id.clone()));
+                        break;
+                    }
+                    Err(e) => e,
+                };
+                let reasons = err
+                    .as_service_error()
+                    .and_then(|e| match e {
+                        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
+                            Some(c.cancellation_reasons().to_vec())
+                        }
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                let retryable_code = matches!(
+                    error_code(&err),
+                    Some("TransactionConflictException" | "ThrottlingException" | "ProvisionedThroughputExceededException" | "RequestLimitExceeded" | "InternalServerError")
+                );
+                if reasons.len() != pending.len() && !retryable_code {
+                    return Err(self.err("TransactWriteItems", describe(&err)));
+                }
+                let mut retry = Vec::new();
+                if reasons.len() == pending.len() {
+                    for (d, reason) in pending.iter().zip(&reasons) {
+                        match reason.code() {
+                            Some("ConditionalCheckFailed") => {
+                                let old_kind = reason
+                                    .item()
+                                    .and_then(|i| i.get("type"))
+                                    .and_then(|v| v.as_s().ok())
+                                    .and_then(|k| EntryKind::parse(k));
+                                match old_kind {
+                                    Some(EntryKind::Manual) => outcome.protected_manual.push(d.session_id.clone()),
+                                    Some(EntryKind::Unrevoked) => outcome.in_cooldown.push(d.session_id.clone()),
+                                    _ => {}
+                                }
+                            }
+                            // "None": this item was fine, the transaction failed for another.
+                            _ => retry.push(*d),
+                        }
+                    }
+                } else {
+                    retry = pending.clone();
+                }
+                if attempt >= MAX_ATTEMPTS {
+                    return Err(StoreError::Unprocessed {
+                        table: self.table.clone(),
+                        operation: "TransactWriteItems",
+                        left: retry.len(),
+                        attempts: attempt,
+                    });
+                }
+                if !retry.is_empty() {
+                    tracing::debug!(table = %self.table, items = retry.len(), attempt, error = %describe(&err), "retrying revocation writes");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                pending = retry;
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// BatchWriteItem in chunks of 25, retrying UnprocessedItems with backoff.
+    async fn batch_put(&self, items: Vec<HashMap<String, AttributeValue>>) -> Result<(), StoreError> {
+        for chunk in items.chunks(MAX_BATCH) {
+            let mut requests: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|item| {
+                    WriteRequest::builder()
+                        .put_request(PutRequest::builder().set_item(Some(item.clone())).build().expect("item set"))
+                        .build()
+                })
+                .collect();
+            let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+            let mut attempt = 0;
+            while !requests.is_empty() {
+                attempt += 1;
+                let sent = std::mem::take(&mut requests);
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, sent.clone())
+                    .send()
+                    .await;
+                match out {
+                    Ok(out) => {
+                        requests = out.unprocessed_items.unwrap_or_default().remove(&self.table).unwrap_or_default();
+                    }
+                    Err(e)
+                        if matches!(error_code(&e), Some("ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded")) =>
+                    {
+                        requests = sent;
+                    }
+                    Err(e) => return Err(self.err("BatchWriteItem", describe(&e))),
+                }
+                if requests.is_empty() {
+                    break;
+                }
+                if attempt >= MAX_ATTEMPTS {
+                    return Err(StoreError::Unprocessed {
+                        table: self.table.clone(),
+                        operation: "BatchWriteItem",
+                        left: requests.len(),
+                        attempts: attempt,
+                    });
+                }
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn ensure_ttl(&self, attribute: &str) -> Result<(), StoreError> {
+        let ttl = self
+            .client
+            .describe_time_to_live()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(|e| self.err("DescribeTimeToLive", describe(&e)))?;
+        let enabled = ttl
+            .time_to_live_description()
+            .is_some_and(|d| {
+                matches!(d.time_to_live_status(), Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling))
+                    && d.attribute_name() == Some(attribute)
+            });
+        if !enabled {
+            self.client
+                .update_time_to_live()
+                .table_name(&self.table)
+                .time_to_live_specification(
+                    TimeToLiveSpecification::builder().attribute_name(attribute).enabled(true).build().expect("set"),
+                )
+                .send()
+                .await
+                .map_err(|e| self.err("UpdateTimeToLive", describe(&e)))?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl RevocationStore for DynamoStore {
+    fn describe(&self) -> String {
+        format!("dynamodb:{}", self.table)
+    }
+
+    async fn migrate(&self) -> Result<bool, StoreError> {
+        let spec: TableSpec = serde_json::from_str(TABLE_SPEC).expect("migrations/dynamodb spec parses");
+        let exists = match self.client.describe_table().table_name(&self.table).send().await {
+            Ok(_) => true,
+            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => false,
+            Err(e) => return Err(self.err("DescribeTable", describe(&e))),
+        };
+        if !exists {
+            let attributes = spec
+                .attribute_definitions
+                .iter()
+                .map(|a| {
+                    AttributeDefinition::builder()
+                        .attribute_name(&a.attribute_name)
+                        .attribute_type(ScalarAttributeType::from(a.attribute_type.as_str()))
+                        .build()
+                        .expect("set")
+                })
+                .collect();
+            let indexes = spec
+                .global_secondary_indexes
+                .iter()
+                .map(|i| {
+                    GlobalSecondaryIndex::builder()
+                        .index_name(&i.index_name)
+                        .set_key_schema(Some(key_schema(&i.key_schema)))
+                        .projection(
+                            Projection::builder()
+                                .projection_type(ProjectionType::from(i.projection.projection_type.as_str()))
+                                .build(),
+                        )
+                        .build()
+                        .expect("set")
+                })
+                .collect();
+            let created = self
+                .client
+                .create_table()
+                .table_name(&self.table)
+                .set_key_schema(Some(key_schema(&spec.key_schema)))
+                .set_attribute_definitions(Some(attributes))
+                .set_global_secondary_indexes(Some(indexes))
+                .billing_mode(BillingMode::from(spec.billing_mode.as_str()))
+                .send()
+                .await;
+            match created {
+                Ok(_) => {}
+                // Another migrate won the race: the table exists, which is what we want.
+                Err(e) if error_code(&e) == Some("ResourceInUseException") => {}
+                Err(e) => return Err(self.err("CreateTable", describe(&e))),
+            }
+            self.wait_active().await?;
+        }
+        self.ensure_ttl(&spec.time_to_live_attribute).await?;
+        Ok(!exists)
+    }
+
+    async fn record_auto(
+        &self,
+        detections: &[Detection],
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        run_id: &str,
+    ) -> Result<RecordOutcome, StoreError> {
+        self.record(EntryKind::Auto, detections, now, expires_at, run_id).await
+    }
+
+    async fn record_held(
+        &self,
+        detections: &[Detection],
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        run_id: &str,
+    ) -> Result<RecordOutcome, StoreError> {
+        self.record(EntryKind::Held, detections, now, expires_at, run_id).await
+    }
+
+    async fn put_manual(&self, entries: &[Revocation]) -> Result<(), StoreError> {
+        self.batch_put(entries.iter().map(|e| self.item_of(e)).collect()).await
+    }
+
+    async fn list_all(&self) -> Result<Vec<Revocation>, StoreError> {
+        let mut pages = self.client.scan().table_name(&self.table).consistent_read(true).into_paginator().send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.err("Scan", describe(&e)))?;
+            for item in page.items() {
+                out.push(self.parse_item(item)?);
+            }
+        }
+        out.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+        Ok(out)
+    }
+
+    async fn active(&self, now: DateTime<Utc>) -> Result<Vec<Revocation>, StoreError> {
+        // The sparse index holds only MANUAL/AUTO entries; the key condition drops entries
+        // past expiry that TTL has not deleted yet.
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(ACTIVE_INDEX)
+            .key_condition_expression("#active = :one AND #expires_at > :now")
+            .expression_attribute_names("#active", "active")
+            .expression_attribute_names("#expires_at", "expires_at")
+            .expression_attribute_values(":one", s("1"))
+            .expression_attribute_values(":now", n(epoch(now)))
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.err("Query", describe(&e)))?;
+            for item in page.items() {
+                let r = self.parse_item(item)?;
+                // GSIs are eventually consistent: recheck kind and expiry on the item itself.
+                if r.is_active(now) {
+                    out.push(r);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+        Ok(out)
+    }
+
+    async fn get(&self, session_id: &SessionId) -> Result<Option<Revocation>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("session_id", s(session_id.as_str()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.err("GetItem", describe(&e)))?;
+        out.item().map(|i| self.parse_item(i)).transpose()
+    }
+}
+
+impl DynamoStore {
+    async fn wait_active(&self) -> Result<(), StoreError> {
+        for _ in 0..120 {
+            let d = self
+                .client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await
+                .map_err(|e| self.err("DescribeTable", describe(&e)))?;
+            let status = d.table().and_then(|t| t.table_status()).map(|s| s.as_str().to_string());
+            if status.as_deref() == Some("ACTIVE") {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(self.err("CreateTable", "table did not become ACTIVE within 60 s".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_spec_in_migrations_parses_and_names_the_ttl_attribute() {
+        let spec: TableSpec = serde_json::from_str(TABLE_SPEC).unwrap();
+        assert_eq!(spec.time_to_live_attribute, "expires_at");
+        assert_eq!(spec.global_secondary_indexes[0].index_name, ACTIVE_INDEX);
+        assert_eq!(spec.key_schema[0].attribute_name, "session_id");
+    }
+}
