@@ -1,6 +1,7 @@
 //! The command line: `revokd run | daemon | sessions list | revoke | unrevoke | migrate |
 //! check-config | explain`.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -94,6 +95,9 @@ pub enum SessionsCommand {
         /// Include expired entries, unrevoke cool-downs and held detections.
         #[arg(long)]
         all: bool,
+        /// List as of this time (RFC 3339), e.g. the `--now` of a replayed run.
+        #[arg(long, value_parser = parse_time)]
+        now: Option<DateTime<Utc>>,
     },
 }
 
@@ -161,16 +165,24 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             println!("{}: {}", store.describe(), if created { "created" } else { "already exists; nothing to do" });
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sessions { command: SessionsCommand::List { json, all } } => {
+        Command::Sessions { command: SessionsCommand::List { json, all, now } } => {
             let store = crate::store::open(&config).await?;
-            let now = Utc::now();
+            let now = now.unwrap_or_else(Utc::now);
             let entries = if all { store.list_all().await? } else { store.active(now).await? };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&entries).expect("entries serialise"));
+            let mut out = std::io::stdout().lock();
+            let written = if json {
+                serde_json::to_writer_pretty(&mut out, &entries)
+                    .map_err(std::io::Error::from)
+                    .and_then(|_| writeln!(out))
             } else {
-                print_table(&entries, now);
+                write_table(&mut out, &entries, now)
+            };
+            match written {
+                // `revokd sessions list | head` is fine.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+                Err(e) => Err(Failure(format!("writing to stdout: {e}"), 1)),
+                Ok(()) => Ok(ExitCode::SUCCESS),
             }
-            Ok(ExitCode::SUCCESS)
         }
         Command::Revoke { session_ids, ttl, reason, no_enforce } => {
             let ttl = ttl.unwrap_or(config.revocation.manual_ttl);
@@ -245,16 +257,18 @@ async fn operator_write(
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_table(entries: &[Revocation], now: DateTime<Utc>) {
+fn write_table(out: &mut impl Write, entries: &[Revocation], now: DateTime<Utc>) -> std::io::Result<()> {
     let time = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%SZ").to_string();
-    println!(
+    writeln!(
+        out,
         "{:<40} {:<9} {:>7} {:<20} {:<20} {:<20} REASON",
         "SESSION", "TYPE", "SCORE", "FIRST SEEN", "LAST UPDATED", "EXPIRES"
-    );
+    )?;
     for e in entries {
         let score = e.score.map(|s| format!("{s:.2}")).unwrap_or_else(|| "-".into());
         let expires = if e.expires_at <= now { format!("{} (expired)", time(e.expires_at)) } else { time(e.expires_at) };
-        println!(
+        writeln!(
+            out,
             "{:<40} {:<9} {:>7} {:<20} {:<20} {:<20} {}",
             e.session_id,
             e.kind.as_str(),
@@ -263,6 +277,7 @@ fn print_table(entries: &[Revocation], now: DateTime<Utc>) {
             time(e.last_updated),
             expires,
             e.reason
-        );
+        )?;
     }
+    Ok(())
 }

@@ -155,7 +155,8 @@ fn read_cached(file: File) -> Result<CacheHit, String> {
     }
     let stats: ParseStats = serde_json::from_str(&value(STATS_KEY).ok_or("no parse stats")?)
         .map_err(|e| format!("parse stats: {e}"))?;
-    if builder.schema().as_ref() != REQUESTS_SCHEMA.as_ref() {
+    // Field by field: the reader also carries the file's key-value metadata in its schema.
+    if builder.schema().fields() != REQUESTS_SCHEMA.fields() {
         return Err("schema differs from this version's".into());
     }
     let reader = builder.with_batch_size(super::cloudfront::BATCH_ROWS).build().map_err(|e| e.to_string())?;

@@ -1,0 +1,114 @@
+//! revokd-bench: generates realistic CloudFront logs with known leaked sessions, and runs the
+//! benchmarks that back the README's figures.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+use revokd::sim::{self, Scenario, Truth, logfile::LogFileOptions};
+
+#[derive(Parser)]
+#[command(name = "revokd-bench", about = "Traffic generator and benchmarks for revokd")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write CloudFront log files (gzip, named as CloudFront names them) and a ground-truth JSON.
+    Generate {
+        /// Directory to write into: logs under <out>/<prefix>/, the truth in <out>/truth.json.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "logs")]
+        prefix: String,
+        /// First request time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        start: DateTime<Utc>,
+        /// Length of traffic, e.g. 30m or 1h.
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        duration: std::time::Duration,
+        /// Honest sessions playing during the period.
+        #[arg(long, default_value_t = 200)]
+        sessions: usize,
+        #[arg(long, default_value_t = 5)]
+        leaks: usize,
+        #[arg(long, default_value_t = 2)]
+        restreamers: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value = "E2REVOKDSAMPLE")]
+        distribution: String,
+        /// Where to write the ground truth (default: <out>/truth.json).
+        #[arg(long)]
+        truth: Option<PathBuf>,
+    },
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|e| e.to_string())
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    revokd::config::parse_duration(s)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Generate { out, prefix, start, duration, sessions, leaks, restreamers, seed, distribution, truth } => {
+            let scenario = Scenario {
+                seed,
+                start: start.timestamp(),
+                duration_s: duration.as_secs() as i64,
+                honest_sessions: sessions,
+                leaks,
+                restreamers,
+                market: "US",
+            };
+            let traffic = sim::generate(&scenario);
+            let options = LogFileOptions { distribution, seed, ..Default::default() };
+            let files = match sim::logfile::write_files(&traffic, &out, &prefix, &options) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("revokd-bench: writing logs under {}: {e}", out.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            let truth_path = truth.unwrap_or_else(|| out.join("truth.json"));
+            let truth_json: Vec<serde_json::Value> = traffic
+                .sessions
+                .iter()
+                .filter(|s| traffic.requests.iter().any(|r| traffic.sessions[r.session as usize].session_id == s.session_id))
+                .map(|s| {
+                    let (kind, detail) = match &s.truth {
+                        Truth::Honest(b) => ("honest", serde_json::json!({ "behaviour": b.name() })),
+                        Truth::Leak { peak_viewers, reaches_3_at, shared_from } => (
+                            "leak",
+                            serde_json::json!({ "peak_viewers": peak_viewers, "reaches_3_at": reaches_3_at, "shared_from": shared_from }),
+                        ),
+                        Truth::Restreamer => ("restreamer", serde_json::json!({})),
+                    };
+                    serde_json::json!({ "session_id": s.session_id, "kind": kind, "live": s.live, "detail": detail })
+                })
+                .collect();
+            if let Err(e) = std::fs::write(&truth_path, serde_json::to_vec_pretty(&truth_json).expect("json")) {
+                eprintln!("revokd-bench: writing {}: {e}", truth_path.display());
+                return ExitCode::FAILURE;
+            }
+            println!(
+                "wrote {} files, {} requests, {} sessions ({} leaked, {} restreamers) under {}; truth in {}",
+                files.len(),
+                traffic.requests.len(),
+                truth_json.len(),
+                leaks,
+                restreamers,
+                out.display(),
+                truth_path.display()
+            );
+            ExitCode::SUCCESS
+        }
+    }
+}
