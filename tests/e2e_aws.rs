@@ -1,0 +1,263 @@
+//! End to end against the moto AWS emulator (started by `scripts/test`): gz logs in S3, the
+//! revocation table created by `revokd migrate`, a CLOUDFRONT rule group; the real binary.
+//!
+//! moto does not empty a rule group sent an empty rule list, does not check capacity, and
+//! never runs TTL: those paths are unit-tested in `src/enforcer/mod.rs` and
+//! `tests/store_embedded.rs`. Here every run keeps at least one rule in the group.
+
+mod common;
+
+use common::*;
+
+struct Setup {
+    emu: Emulator,
+    work: Workdir,
+    table: String,
+    group: String,
+    group_id: String,
+}
+
+impl Setup {
+    async fn new(log_lines: &[String], extra_config: &str) -> Setup {
+        let emu = emulator();
+        let work = Workdir::new();
+        let (prefix, table, group) = (unique("cf"), unique("revocations"), unique("revokd"));
+        let key = format!("{prefix}/E1EXAMPLE.2026-11-20-10.0001.gz");
+        emu.upload(&key, gzip(&log_text(log_lines))).await;
+        let group_id = emu.rule_group(&group, 1000).await;
+        work.write("revokd.toml", &emu.config(&prefix, &table, &group, &group_id, extra_config));
+        work.ok(&["migrate", "--config", "revokd.toml"]);
+        Setup { emu, work, table, group, group_id }
+    }
+
+    fn run(&self, now: i64) -> serde_json::Value {
+        let now = rfc3339(now);
+        self.work.ok(&["run", "--config", "revokd.toml", "--now", &now, "--report", "report.json"]);
+        self.work.report("report.json")
+    }
+
+    async fn rules(&self) -> (String, Vec<(String, i32, String)>) {
+        self.emu.rules(&self.group, &self.group_id).await
+    }
+}
+
+fn two_leaks() -> Vec<String> {
+    let mut lines = honest_viewers();
+    lines.extend(shared_session("leak3", 3));
+    lines.extend(shared_session("leak2", 2));
+    lines
+}
+
+#[tokio::test]
+async fn run_records_flagged_sessions_with_scores_and_blocks_exactly_them() {
+    let s = Setup::new(&two_leaks(), "").await;
+    let report = s.run(T0 + 600);
+    assert_eq!(report["error"], serde_json::Value::Null);
+
+    // Honest rate r = 100 pairs / 594 s; a token shared by n viewers has rate n·r and all
+    // three penalties: score n + 3. The honest ones score 1.
+    let got = flagged(&report);
+    assert_eq!(got.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), vec!["leak3", "leak2"]);
+    assert!((got[0].1 - 6.0).abs() < 1e-9, "{got:?}");
+    assert!((got[1].1 - 5.0).abs() < 1e-9, "{got:?}");
+
+    let items = s.emu.items(&s.table).await;
+    assert_eq!(items.keys().collect::<Vec<_>>(), vec!["leak2", "leak3"]);
+    for (id, score) in &got {
+        let item = &items[id];
+        assert_eq!(text(item, "type"), "AUTO");
+        assert!((num(item, "score") - score).abs() < 1e-9);
+        assert_eq!(num(item, "expires_at") as i64, T0 + 600 + 86_400, "TTL attribute = now + revocation.ttl");
+        assert!(text(item, "reason").contains("viewer IPs"), "reason kept: {}", text(item, "reason"));
+    }
+
+    let (_, rules) = s.rules().await;
+    assert_eq!(
+        rules,
+        vec![
+            ("revokd-leak3".to_string(), 0, "/leak3.".to_string()),
+            ("revokd-leak2".to_string(), 1, "/leak2.".to_string()),
+        ],
+        "one STARTS_WITH rule per session, highest score first"
+    );
+}
+
+#[tokio::test]
+async fn manual_entry_ranks_first_and_is_never_overwritten_by_detection() {
+    let s = Setup::new(&two_leaks(), "").await;
+    // An operator revoked leak2 earlier (for 2 days) and another session not in the logs.
+    s.work.ok(&["revoke", "leak2", "--ttl", "48h", "--reason", "ticket OPS-1", "--config", "revokd.toml", "--no-enforce"]);
+    s.work.ok(&["revoke", "ops-pick", "--ttl", "48h", "--config", "revokd.toml", "--no-enforce"]);
+    let before = s.emu.items(&s.table).await["leak2"].clone();
+
+    let report = s.run(T0 + 600);
+    let leak2 = report["flagged"].as_array().unwrap().iter().find(|f| f["session_id"] == "leak2").unwrap();
+    assert_eq!(leak2["action"], "protected_manual");
+
+    let after = s.emu.items(&s.table).await;
+    assert_eq!(after["leak2"], before, "the MANUAL item is untouched");
+    assert_eq!(text(&after["leak3"], "type"), "AUTO");
+
+    let (_, rules) = s.rules().await;
+    let names: Vec<&str> = rules.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(names, vec!["revokd-leak2", "revokd-ops-pick", "revokd-leak3"], "MANUAL first, then AUTO by score");
+}
+
+#[tokio::test]
+async fn clean_run_changes_nothing() {
+    let s = Setup::new(&honest_viewers(), "").await;
+    let (token_before, rules_before) = s.rules().await;
+    let report = s.run(T0 + 600);
+    assert_eq!(report["counters"]["sessions_analysed"], 4);
+    assert_eq!(report["counters"]["flagged"], 0);
+    assert!(s.emu.items(&s.table).await.is_empty());
+    let (token_after, rules_after) = s.rules().await;
+    assert_eq!(token_after, token_before, "no UpdateRuleGroup call");
+    assert_eq!(rules_after, rules_before);
+}
+
+#[tokio::test]
+async fn second_identical_run_makes_no_update_call() {
+    let s = Setup::new(&two_leaks(), "").await;
+    let first = s.run(T0 + 600);
+    assert_eq!(first["counters"]["rule_group_updated"], true);
+    let (token, rules) = s.rules().await;
+    let second = s.run(T0 + 600);
+    assert_eq!(second["counters"]["rule_group_updated"], false);
+    assert_eq!(second["counters"]["renewed"], 2);
+    assert_eq!(s.rules().await, (token, rules), "lock token unchanged: no UpdateRuleGroup");
+}
+
+#[tokio::test]
+async fn dry_run_reads_and_analyses_but_writes_nothing() {
+    let s = Setup::new(&two_leaks(), "").await;
+    let (token, _) = s.rules().await;
+    s.work.ok(&["run", "--config", "revokd.toml", "--now", &rfc3339(T0 + 600), "--dry-run", "--report", "r.json"]);
+    let report = s.work.report("r.json");
+    assert_eq!(report["counters"]["flagged"], 2);
+    assert!(s.emu.items(&s.table).await.is_empty());
+    assert_eq!(s.rules().await.0, token);
+}
+
+#[tokio::test]
+async fn expired_revocations_lose_their_rules_before_ttl_deletes_them() {
+    let s = Setup::new(&two_leaks(), "[revocation]\nttl = \"1h\"\n").await;
+    s.work.ok(&["revoke", "keeper", "--ttl", "72h", "--config", "revokd.toml", "--no-enforce"]);
+    s.run(T0 + 600);
+    assert_eq!(s.rules().await.1.len(), 3);
+
+    // Two hours later the AUTO entries are past expires_at; moto, like DynamoDB before its
+    // lazy TTL sweep, still holds them.
+    let later = s.run(T0 + 600 + 7200);
+    assert_eq!(later["counters"]["flagged"], 0, "no logs in the later window");
+    let items = s.emu.items(&s.table).await;
+    assert!(items.contains_key("leak3") && items.contains_key("leak2"), "items not deleted yet");
+    let (_, rules) = s.rules().await;
+    assert_eq!(rules.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), vec!["revokd-keeper"]);
+    assert_eq!(later["counters"]["rules_removed"], 2);
+}
+
+#[tokio::test]
+async fn unrevoked_session_is_not_revoked_again_during_its_cooldown() {
+    let s = Setup::new(&two_leaks(), "").await;
+    s.run(T0 + 600);
+    s.work.ok(&["unrevoke", "leak3", "--config", "revokd.toml"]);
+    let items = s.emu.items(&s.table).await;
+    assert_eq!(text(&items["leak3"], "type"), "UNREVOKED");
+    let report = s.run(T0 + 600);
+    let leak3 = report["flagged"].as_array().unwrap().iter().find(|f| f["session_id"] == "leak3").unwrap();
+    assert_eq!(leak3["action"], "in_cooldown");
+    assert_eq!(text(&s.emu.items(&s.table).await["leak3"], "type"), "UNREVOKED");
+    let (_, rules) = s.rules().await;
+    assert_eq!(rules.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), vec!["revokd-leak2"]);
+}
+
+#[tokio::test]
+async fn more_than_25_writes_go_in_batches_and_all_land() {
+    // 40 honest sessions keep the median rate honest; 30 shared tokens are flagged.
+    let mut lines = Vec::new();
+    for i in 0..40 {
+        let (id, ip) = (format!("h{i:02}"), format!("198.51.100.{}", i + 1));
+        lines.extend(viewer(&id, &ip, "Mozilla/5.0 Chrome/131.0").lines());
+    }
+    for i in 0..30 {
+        lines.extend(shared_session(&format!("leak{i:02}"), 2));
+    }
+    // 30 of 70 sessions trips the default blast-radius guard (5 %); this test is about batching.
+    let s = Setup::new(&lines, "[safety]\nmax_new_revocation_share = 1.0\n").await;
+    let report = s.run(T0 + 600);
+    assert_eq!(report["counters"]["newly_revoked"], 30);
+    let auto = s.emu.items(&s.table).await.into_values().filter(|i| text(i, "type") == "AUTO").count();
+    assert_eq!(auto, 30, "TransactWriteItems in chunks of 25 wrote all");
+
+    let ids: Vec<String> = (0..60).map(|i| format!("bulk{i:02}")).collect();
+    let mut args = vec!["revoke", "--config", "revokd.toml", "--no-enforce"];
+    args.extend(ids.iter().map(String::as_str));
+    s.work.ok(&args);
+    let manual = s.emu.items(&s.table).await.into_values().filter(|i| text(i, "type") == "MANUAL").count();
+    assert_eq!(manual, 60, "BatchWriteItem in chunks of 25 wrote all");
+}
+
+#[tokio::test]
+async fn realistic_gzip_logs_in_s3_end_in_table_and_rule_group_consistently() {
+    use revokd::sim::{self, Scenario};
+    let emu = emulator();
+    let scenario = Scenario { seed: 11, start: T0, duration_s: 1800, honest_sessions: 60, leaks: 3, restreamers: 1, market: "US" };
+    let traffic = sim::generate(&scenario);
+    let files = tempfile::tempdir().unwrap();
+    let written = sim::logfile::write_files(&traffic, files.path(), "", &Default::default()).unwrap();
+    let prefix = unique("cf");
+    for path in &written {
+        let key = format!("{prefix}/{}", path.file_name().unwrap().to_str().unwrap());
+        emu.upload(&key, std::fs::read(path).unwrap()).await;
+    }
+    let work = Workdir::new();
+    let (table, group) = (unique("revocations"), unique("revokd"));
+    let group_id = emu.rule_group(&group, 1000).await;
+    work.write("revokd.toml", &emu.config(&prefix, &table, &group, &group_id, ""));
+    work.ok(&["migrate", "--config", "revokd.toml"]);
+    work.ok(&["run", "--config", "revokd.toml", "--now", &rfc3339(T0 + 1800), "--report", "report.json"]);
+    let report = work.report("report.json");
+
+    assert_eq!(report["counters"]["objects"], written.len());
+    assert_eq!(report["counters"]["rows"], traffic.requests.len(), "every simulated request read from S3");
+    assert_eq!(report["counters"]["malformed_lines"], 0);
+    let flagged = flagged(&report);
+    assert!(!flagged.is_empty());
+    let items = emu.items(&table).await;
+    assert_eq!(items.len(), flagged.len());
+    for (id, score) in &flagged {
+        assert!((num(&items[id], "score") - score).abs() < 1e-9, "{id}");
+    }
+    let (_, rules) = emu.rules(&group, &group_id).await;
+    let mut ruled: Vec<&str> = rules.iter().map(|r| r.2.trim_start_matches('/').trim_end_matches('.')).collect();
+    let mut expected: Vec<&str> = flagged.iter().map(|(id, _)| id.as_str()).collect();
+    ruled.sort();
+    expected.sort();
+    assert_eq!(ruled, expected);
+}
+
+#[tokio::test]
+async fn blast_radius_guard_holds_a_mass_revocation_for_review() {
+    let mut lines = Vec::new();
+    for i in 0..40 {
+        let (id, ip) = (format!("h{i:02}"), format!("198.51.100.{}", i + 1));
+        lines.extend(viewer(&id, &ip, "Mozilla/5.0 Chrome/131.0").lines());
+    }
+    for i in 0..12 {
+        lines.extend(shared_session(&format!("leak{i:02}"), 2));
+    }
+    let s = Setup::new(&lines, "[safety]\nmax_new_revocations_per_run = 10\n").await;
+    s.work.ok(&["revoke", "keeper", "--config", "revokd.toml"]);
+    let report = s.run(T0 + 600);
+    assert_eq!(report["counters"]["flagged"], 12);
+    assert_eq!(report["counters"]["newly_revoked"], 0);
+    assert_eq!(report["counters"]["held"], 12);
+    assert!(report["guard_tripped"].as_str().unwrap().contains("max_new_revocations_per_run"));
+    let items = s.emu.items(&s.table).await;
+    let held = items.values().filter(|i| text(i, "type") == "HELD").count();
+    assert_eq!(held, 12, "held for review in the table");
+    assert!(items.values().all(|i| !i.contains_key("active") || text(i, "type") == "MANUAL"), "held entries are not active");
+    let (_, rules) = s.rules().await;
+    assert_eq!(rules.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), vec!["revokd-keeper"]);
+}
