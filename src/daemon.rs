@@ -34,11 +34,11 @@ fn notify(state: &[sd_notify::NotifyState]) {
     }
 }
 
-/// One scheduled tick: run unless a run is already in progress.
-async fn tick(rt: Arc<Runtime>, running: Arc<Mutex<()>>) {
+/// One scheduled run, unless a run is already in progress: then `None`, with a warning.
+pub async fn scheduled_run(rt: &Runtime, running: &Mutex<()>) -> Option<crate::run::RunReport> {
     let Ok(_guard) = running.try_lock() else {
         tracing::warn!("previous run still in progress; skipping this scheduled run");
-        return;
+        return None;
     };
     let report = run_once(&rt, &RunOptions::default()).await;
     let status = match &report.error {
@@ -53,6 +53,11 @@ async fn tick(rt: Arc<Runtime>, running: Arc<Mutex<()>>) {
         Some(e) => format!("last run {} failed: {e}", report.started_at.format("%H:%M:%SZ")),
     };
     notify(&[sd_notify::NotifyState::Status(&status)]);
+    Some(report)
+}
+
+async fn tick(rt: Arc<Runtime>, running: Arc<Mutex<()>>) {
+    scheduled_run(&rt, &running).await;
 }
 
 pub async fn run_daemon(rt: Runtime) -> Result<(), DaemonError> {

@@ -8,6 +8,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use chrono::{DateTime, Utc};
+use tracing::Instrument;
 
 use crate::analysis::{Analyzer, SessionScore};
 use crate::config::{Config, Mode};
@@ -179,17 +180,21 @@ pub async fn run_once(rt: &Runtime, opts: &RunOptions) -> RunReport {
         flagged: Vec::new(),
         error: None,
     };
+    // Every event of the run, whichever module emits it, carries the run id through this span
+    // (instrumented, not entered: the run's future may move between threads).
     let span = tracing::info_span!("run", run_id = %report.run_id);
-    let _enter = span.enter();
-    tracing::info!(
-        window_start = %window.start, window_end = %window.end, mode = ?mode, dry_run = opts.dry_run,
-        query = %report.query, logs = %rt.source.location(), "run started"
-    );
-    if let Err(e) = run_stages(rt, &window, now, mode, opts.dry_run, &mut report).await {
+    span.in_scope(|| {
+        tracing::info!(
+            run_id = %report.run_id, window_start = %window.start, window_end = %window.end, mode = ?mode,
+            dry_run = opts.dry_run, query = %report.query, logs = %rt.source.location(), "run started"
+        )
+    });
+    let result = run_stages(rt, &window, now, mode, opts.dry_run, &mut report).instrument(span.clone()).await;
+    if let Err(e) = result {
         report.error = Some(e.to_string());
     }
     report.stages.total_ms = ms(started);
-    log_summary(&report);
+    span.in_scope(|| log_summary(&report));
     report
 }
 
@@ -309,7 +314,7 @@ async fn run_stages(
         }
     }
     for f in &report.flagged {
-        log_flagged(f);
+        log_flagged(f, &report.run_id);
     }
     let active_after = if writes { rt.store.active(now).await? } else { active_before };
     report.counters.active_revocations = active_after.len() as u64;
@@ -370,9 +375,10 @@ fn sessions_seen_from(batches: &[RecordBatch], nets: &[ipnet::IpNet]) -> HashSet
     found
 }
 
-fn log_flagged(f: &FlaggedSession) {
+fn log_flagged(f: &FlaggedSession, run_id: &str) {
     let signal = |name: &str| f.signals.get(name).copied();
     tracing::info!(
+        run_id,
         session_id = %f.session_id,
         score = f.score,
         action = ?f.action,
@@ -398,10 +404,11 @@ fn log_summary(r: &RunReport) {
     let c = &r.counters;
     let s = &r.stages;
     if let Some(error) = &r.error {
-        tracing::error!(error = %error, total_ms = s.total_ms, "run failed");
+        tracing::error!(run_id = %r.run_id, error = %error, total_ms = s.total_ms, "run failed");
         return;
     }
     tracing::info!(
+        run_id = %r.run_id,
         objects = c.source.objects,
         objects_parsed = c.source.objects_parsed,
         objects_from_cache = c.source.objects_from_cache,

@@ -1,0 +1,305 @@
+//! The real binary with its no-AWS backends (embedded store, rule-group file), in a temporary
+//! directory.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn local_config(work: &Workdir, extra: &str) {
+    work.write(
+        "revokd.toml",
+        &format!("state_dir = \"state\"\n[logs]\nurl = \"logs\"\n[detection]\nquery = \"reference\"\n{extra}"),
+    );
+}
+
+fn two_leaks() -> Vec<String> {
+    let mut lines = honest_viewers();
+    lines.extend(shared_session("leak3", 3));
+    lines.extend(shared_session("leak2", 2));
+    lines
+}
+
+/// `(name, priority, search string)` of each rule in a rule-group file; none if there is no
+/// file (nothing was ever blocked).
+fn rule_file(path: &std::path::Path) -> Vec<(String, i64, String)> {
+    let Ok(bytes) = std::fs::read(path) else { return Vec::new() };
+    let rules: Vec<serde_json::Value> = serde_json::from_slice(&bytes).unwrap();
+    rules
+        .iter()
+        .map(|r| {
+            (
+                r["Name"].as_str().unwrap().to_string(),
+                r["Priority"].as_i64().unwrap(),
+                r["Statement"]["ByteMatchStatement"]["SearchString"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn main_job_runs_on_builtin_defaults_over_the_committed_sample_logs() {
+    let work = Workdir::new();
+    // The defaults read ./samples/logs and write ./revokd-state: give them the repo's samples.
+    std::os::unix::fs::symlink(concat!(env!("CARGO_MANIFEST_DIR"), "/samples"), work.path("samples")).unwrap();
+    let now = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/samples/NOW")).unwrap();
+    work.ok(&["run", "--now", now.trim(), "--report", "report.json"]);
+    let report = work.report("report.json");
+    assert!(report["counters"]["rows"].as_u64().unwrap() > 10_000);
+    assert_eq!(report["counters"]["malformed_lines"], 0);
+    let flagged = report["counters"]["flagged"].as_u64().unwrap();
+    assert!(flagged > 0, "the samples hold leaked sessions");
+    let rules = rule_file(&work.path("revokd-state/rule-group.json"));
+    assert_eq!(rules.len() as u64, report["counters"]["rules_total"].as_u64().unwrap());
+    assert!(work.path("revokd-state/revocations.sqlite").exists());
+}
+
+#[test]
+fn run_over_local_logs_revokes_and_writes_the_waf_rule_list() {
+    let work = Workdir::new();
+    local_config(&work, "");
+    write_hour(&work.path("logs"), &two_leaks());
+    work.ok(&["run", "--config", "revokd.toml", "--now", &rfc3339(T0 + 600), "--report", "report.json"]);
+    assert_eq!(
+        rule_file(&work.path("state/rule-group.json")),
+        vec![("revokd-leak3".into(), 0, "/leak3.".into()), ("revokd-leak2".into(), 1, "/leak2.".into())]
+    );
+    let out = work.revokd(&["sessions", "list", "--json", "--config", "revokd.toml", "--now", &rfc3339(T0 + 700)]);
+    let entries: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = entries.as_array().unwrap().iter().map(|e| e["session_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec!["leak2", "leak3"]);
+    assert_eq!(entries[0]["kind"], "AUTO");
+    let table = work.revokd(&["sessions", "list", "--config", "revokd.toml", "--now", &rfc3339(T0 + 700)]);
+    let table = String::from_utf8(table.stdout).unwrap();
+    for column in ["SESSION", "TYPE", "SCORE", "FIRST SEEN", "LAST UPDATED", "EXPIRES", "REASON"] {
+        assert!(table.contains(column), "{table}");
+    }
+    assert!(table.contains("leak3") && table.contains("6.00"), "{table}");
+}
+
+#[test]
+fn observe_mode_analyses_and_logs_but_writes_nothing() {
+    let work = Workdir::new();
+    local_config(&work, "");
+    // `mode` is a top-level key, so it goes before the first table.
+    let text = std::fs::read_to_string(work.path("revokd.toml")).unwrap();
+    work.write("revokd.toml", &format!("mode = \"observe\"\n{text}"));
+    write_hour(&work.path("logs"), &two_leaks());
+    let logs = work.ok(&["run", "--config", "revokd.toml", "--now", &rfc3339(T0 + 600), "--report", "report.json"]);
+    assert!(logs.contains("session flagged") && logs.contains("leak3"), "{logs}");
+    let report = work.report("report.json");
+    assert_eq!(report["counters"]["flagged"], 2);
+    assert_eq!(report["flagged"][0]["action"], "not_written");
+    assert!(!work.path("state/rule-group.json").exists(), "no rule group written");
+    let out = work.revokd(&["sessions", "list", "--all", "--json", "--config", "revokd.toml"]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "[]");
+}
+
+#[test]
+fn allowlisted_sessions_and_networks_are_never_revoked() {
+    let work = Workdir::new();
+    // leak2's viewers come from 203.0.113.10-11.
+    local_config(&work, "[safety]\nallow_sessions = [\"leak3\"]\nallow_ips = [\"203.0.113.8/29\"]\n");
+    write_hour(&work.path("logs"), &two_leaks());
+    work.ok(&["run", "--config", "revokd.toml", "--now", &rfc3339(T0 + 600), "--report", "report.json"]);
+    let report = work.report("report.json");
+    let actions: Vec<(&str, &str)> = report["flagged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["session_id"].as_str().unwrap(), f["action"].as_str().unwrap()))
+        .collect();
+    assert_eq!(actions, vec![("leak3", "allowlisted"), ("leak2", "allowlisted")]);
+    assert!(rule_file(&work.path("state/rule-group.json")).is_empty());
+}
+
+#[test]
+fn mixed_log_layouts_and_malformed_lines_are_read_counted_and_skipped() {
+    let work = Workdir::new();
+    local_config(&work, "");
+    let mut lines = two_leaks();
+    lines.push("2026-11-20\t10:01:00\tIAD89-C1\tnot-a-number".into());
+    lines.push(lines[0].replacen("2026-11-20", "2026-11-31", 1));
+    write_hour(&work.path("logs"), &lines);
+    // An older 24-field file, plain text, with one more viewer of leak2.
+    let header = "date time x-edge-location sc-bytes c-ip cs-method cs(Host) cs-uri-stem sc-status cs(Referer) \
+cs(User-Agent) cs-uri-query cs(Cookie) x-edge-result-type x-edge-request-id x-host-header cs-protocol cs-bytes \
+time-taken x-forwarded-for ssl-protocol ssl-cipher x-edge-response-result-type cs-protocol-version";
+    let old: Vec<String> = (0..5)
+        .map(|i| {
+            format!(
+                "2026-11-20\t10:0{i}:00\tFRA2\t900000\t192.0.2.77\tGET\td1.cloudfront.net\t/leak2.h.p.s/live/ch1/720p/seg_{i}.ts\t200\t-\tVLC/3.0.20%20LibVLC/3.0.20\t-\t-\tHit\tid==\th\thttps\t80\t0.01\t-\tTLSv1.2\tc\tHit\tHTTP/1.1"
+            )
+        })
+        .collect();
+    work.write("logs/E1EXAMPLE.2026-11-20-10.old24", &format!("#Version: 1.0\n#Fields: {header}\n{}\n", old.join("\n")));
+    let logs = work.ok(&["run", "--config", "revokd.toml", "--now", &rfc3339(T0 + 600), "--report", "report.json"]);
+    let report = work.report("report.json");
+    let c = &report["counters"];
+    assert_eq!(c["objects"], 2);
+    assert_eq!(c["malformed_lines"], 2);
+    assert_eq!(c["lines"].as_u64().unwrap(), lines.len() as u64 + 5);
+    assert!(logs.contains("E1EXAMPLE.2026-11-20-10.0001.gz") && logs.contains("line="), "warning names object and line: {logs}");
+    let leak2 = report["flagged"].as_array().unwrap().iter().find(|f| f["session_id"] == "leak2").unwrap();
+    assert_eq!(leak2["signals"]["ips"], 3.0, "the 24-field file's viewer counted");
+}
+
+#[test]
+fn manual_revoke_and_unrevoke_update_the_list_and_the_rules_at_once() {
+    let work = Workdir::new();
+    local_config(&work, "");
+    std::fs::create_dir_all(work.path("logs")).unwrap();
+    work.ok(&["revoke", "abc", "xyz_1", "--ttl", "2h", "--reason", "ticket 42", "--config", "revokd.toml"]);
+    let rules = rule_file(&work.path("state/rule-group.json"));
+    assert_eq!(rules.iter().map(|r| r.2.as_str()).collect::<Vec<_>>(), vec!["/abc.", "/xyz_1."]);
+    let out = work.revokd(&["sessions", "list", "--json", "--config", "revokd.toml"]);
+    let entries: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(entries[0]["kind"], "MANUAL");
+    assert_eq!(entries[0]["reason"], "ticket 42");
+    let first_seen = chrono::DateTime::parse_from_rfc3339(entries[0]["first_seen"].as_str().unwrap()).unwrap();
+    let expires = chrono::DateTime::parse_from_rfc3339(entries[0]["expires_at"].as_str().unwrap()).unwrap();
+    assert_eq!((expires - first_seen).num_seconds(), 7200);
+
+    work.ok(&["unrevoke", "abc", "--config", "revokd.toml"]);
+    let rules = rule_file(&work.path("state/rule-group.json"));
+    assert_eq!(rules.iter().map(|r| r.2.as_str()).collect::<Vec<_>>(), vec!["/xyz_1."]);
+    let all = work.revokd(&["sessions", "list", "--all", "--json", "--config", "revokd.toml"]);
+    let all: serde_json::Value = serde_json::from_slice(&all.stdout).unwrap();
+    assert_eq!(all[0]["session_id"], "abc");
+    assert_eq!(all[0]["kind"], "UNREVOKED");
+
+    let bad = work.revokd(&["revoke", "abc.def", "--config", "revokd.toml"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("abc.def"));
+}
+
+#[test]
+fn an_unreadable_rule_group_file_fails_the_run_and_is_left_as_it_was() {
+    let work = Workdir::new();
+    local_config(&work, "");
+    write_hour(&work.path("logs"), &two_leaks());
+    let garbage = "{ this is someone's edit";
+    work.write("state/rule-group.json", garbage);
+    let out = work.revokd(&["run", "--config", "revokd.toml", "--now", &rfc3339(T0 + 600), "--report", "report.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = work.report("report.json");
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("rule-group.json") && error.contains("JSON"), "{error}");
+    assert_eq!(std::fs::read_to_string(work.path("state/rule-group.json")).unwrap(), garbage);
+    assert_eq!(report["counters"]["newly_revoked"], 2, "what was recorded before the failure is kept");
+}
+
+#[test]
+fn check_config_names_the_file_the_key_and_the_problem() {
+    let work = Workdir::new();
+    let cases = [
+        ("[logs]\nurll = \"x\"\n", vec!["unknown field", "urll", "line 2"]),
+        ("[schedule]\nlookback = \"ten\"\n", vec!["schedule.lookback", "ten"]),
+        ("[enforcer]\nbackend = \"wafv2\"\n", vec!["enforcer.wafv2.name", "required"]),
+        ("[detection]\nquery = \"reference\"\n[detection.params]\nthreshhold = 3.0\n", vec!["detection.params.threshhold", "threshold"]),
+        ("[logs]\nurl = \"/nonexistent/dir\"\n", vec!["logs.url", "/nonexistent/dir"]),
+    ];
+    for (text, expected) in cases {
+        work.write("bad.toml", text);
+        let out = work.revokd(&["check-config", "--config", "bad.toml"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {stderr}");
+        assert!(stderr.contains("bad.toml"), "{text}: file not named: {stderr}");
+        for e in expected {
+            assert!(stderr.contains(e), "{text}: `{e}` missing: {stderr}");
+        }
+    }
+    local_config(&work, "");
+    std::fs::create_dir_all(work.path("logs")).unwrap();
+    work.ok(&["check-config", "--config", "revokd.toml"]);
+}
+
+#[test]
+fn every_command_has_help() {
+    let work = Workdir::new();
+    for cmd in [vec![], vec!["run"], vec!["daemon"], vec!["sessions"], vec!["sessions", "list"], vec!["revoke"], vec!["unrevoke"], vec!["migrate"], vec!["check-config"]] {
+        let mut args = cmd.clone();
+        args.push("--help");
+        let out = work.revokd(&args);
+        assert!(out.status.success(), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");
+    }
+}
+
+/// A systemd notify socket, as systemd gives a Type=notify service.
+struct NotifySocket {
+    socket: UnixDatagram,
+    path: std::path::PathBuf,
+}
+
+impl NotifySocket {
+    fn new(work: &Workdir) -> Self {
+        let path = work.path("notify.sock");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        NotifySocket { socket, path }
+    }
+
+    /// Waits until a message containing `needle` arrives; returns every message seen.
+    fn wait_for(&self, needle: &str, within: Duration, seen: &mut Vec<String>) -> bool {
+        let deadline = Instant::now() + within;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                if seen.last().unwrap().contains(needle) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
+
+#[test]
+fn daemon_notifies_systemd_runs_on_schedule_and_stops_cleanly_on_sigterm() {
+    let work = Workdir::new();
+    local_config(&work, "[schedule]\ncron = \"*/2 * * * * *\"\nlookback = \"1h\"\n");
+    write_hour(&work.path("logs"), &two_leaks());
+    let notify = NotifySocket::new(&work);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_revokd"))
+        .args(["daemon", "--config", "revokd.toml", "--log-format", "json"])
+        .current_dir(work.dir.path())
+        .env("NOTIFY_SOCKET", &notify.path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    assert!(notify.wait_for("READY=1", Duration::from_secs(20), &mut seen), "no READY: {seen:?}");
+    assert!(notify.wait_for("STATUS=last run", Duration::from_secs(20), &mut seen), "no run status: {seen:?}");
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(notify.wait_for("STOPPING=1", Duration::from_secs(20), &mut seen), "no STOPPING: {seen:?}");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+    let mut logs = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    for line in logs.lines() {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if event["message"] == "run finished" {
+            assert!(event["run_id"].is_string(), "{line}");
+            assert!(event["span"]["run_id"].is_string(), "{line}");
+        }
+    }
+    assert!(logs.contains("\"stopped\""), "{logs}");
+}
+
+#[tokio::test]
+async fn a_scheduled_run_is_skipped_while_the_previous_one_is_in_progress() {
+    let work = Workdir::new();
+    local_config(&work, "");
+    write_hour(&work.path("logs"), &two_leaks());
+    let config = revokd::config::Config::load(Some(&work.path("revokd.toml"))).unwrap();
+    let rt = revokd::run::Runtime::open(config).await.unwrap();
+    let running = tokio::sync::Mutex::new(());
+    let held = running.lock().await;
+    assert!(revokd::daemon::scheduled_run(&rt, &running).await.is_none(), "skipped while a run holds the lock");
+    drop(held);
+    assert!(revokd::daemon::scheduled_run(&rt, &running).await.is_some());
+}
