@@ -680,6 +680,20 @@ mod tests {
     }
 
     #[test]
+    fn example_config_is_valid_and_states_the_defaults() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/revokd.example.toml"));
+        let example = Config::load(Some(path)).unwrap();
+        let defaults = Config::default();
+        assert_eq!(example.schedule.cron, defaults.schedule.cron);
+        assert_eq!(example.schedule.lookback, defaults.schedule.lookback);
+        assert_eq!(example.revocation.ttl, defaults.revocation.ttl);
+        assert_eq!(example.logs.max_request_duration, defaults.logs.max_request_duration);
+        assert_eq!(example.safety.max_new_revocations_per_run, defaults.safety.max_new_revocations_per_run);
+        assert_eq!(example.detection.query.name, defaults.detection.query.name);
+        assert_eq!(example.mode, defaults.mode);
+    }
+
+    #[test]
     fn bad_cron_names_the_key() {
         let err = Config::from_toml("[schedule]\ncron = \"every minute\"\n", None)
             .unwrap_err()
