@@ -27,7 +27,7 @@ pub use query::{DetectionQuery, ParamDecl, ParamType, QueryError, BUILTIN_QUERIE
 use crate::source::{Window, REQUESTS_SCHEMA};
 
 /// The query used when the config names none.
-pub const DEFAULT_QUERY: &str = "reference";
+pub const DEFAULT_QUERY: &str = "default";
 
 /// Columns every detection query must return, with what they mean.
 pub const REQUIRED_COLUMNS: [(&str, &str); 4] = [
@@ -62,6 +62,32 @@ impl std::fmt::Display for ParamValue {
             ParamValue::Text(s) => write!(f, "{s:?}"),
         }
     }
+}
+
+/// `edge_locations (code, city, country_code, latitude, longitude)`: where CloudFront edges
+/// are, by the three letters that start `x-edge-location`.
+fn edge_table() -> datafusion::error::Result<Arc<MemTable>> {
+    use arrow::array::{Float64Array, StringArray};
+    use arrow::datatypes::{Field, Schema};
+    let edges = &*crate::geo::EDGES;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("code", DataType::Utf8, false),
+        Field::new("city", DataType::Utf8, false),
+        Field::new("country_code", DataType::Utf8, false),
+        Field::new("latitude", DataType::Float64, false),
+        Field::new("longitude", DataType::Float64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from_iter_values(edges.iter().map(|e| e.code.as_str()))),
+            Arc::new(StringArray::from_iter_values(edges.iter().map(|e| e.city.as_str()))),
+            Arc::new(StringArray::from_iter_values(edges.iter().map(|e| e.country_code.as_str()))),
+            Arc::new(Float64Array::from_iter_values(edges.iter().map(|e| e.latitude))),
+            Arc::new(Float64Array::from_iter_values(edges.iter().map(|e| e.longitude))),
+        ],
+    )?;
+    Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +154,8 @@ impl Analyzer {
         }
         let table = MemTable::try_new(REQUESTS_SCHEMA.clone(), partitions).map_err(|e| self.err(e))?;
         ctx.register_table("requests", Arc::new(table)).map_err(|e| self.err(e))?;
+        ctx.register_table("edge_locations", edge_table().map_err(|e| self.err(e))?)
+            .map_err(|e| self.err(e))?;
         Ok(ctx)
     }
 

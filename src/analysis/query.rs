@@ -7,11 +7,10 @@ use std::path::{Path, PathBuf};
 use super::ParamValue;
 
 /// Built-in queries by name: `(name, file in queries/, SQL)`.
-pub const BUILTIN_QUERIES: [(&str, &str, &str); 1] = [(
-    "reference",
-    "queries/reference.sql",
-    include_str!("../../queries/reference.sql"),
-)];
+pub const BUILTIN_QUERIES: [(&str, &str, &str); 2] = [
+    ("default", "queries/default.sql", include_str!("../../queries/default.sql")),
+    ("reference", "queries/reference.sql", include_str!("../../queries/reference.sql")),
+];
 
 /// Parameters revokd binds itself; a query may not declare them.
 const RESERVED_PARAMS: [&str; 2] = ["window_start", "window_end"];

@@ -10,6 +10,7 @@
 //! ground truth. Output is deterministic for a seed.
 
 pub mod logfile;
+pub mod replay;
 mod player;
 
 use std::collections::HashMap;
@@ -67,11 +68,14 @@ pub enum Behaviour {
     Casting,
     /// Errors and retries: 5xx/000 responses, the same segment fetched again.
     Retries,
+    /// Egress through a pool of addresses (enterprise proxies, carrier NAT with arbitrary
+    /// pooling, iCloud Private Relay): consecutive requests of one player from 2–4 addresses.
+    ProxyPool,
 }
 
 impl Behaviour {
     /// Share of honest sessions showing each behaviour.
-    pub const MIX: [(Behaviour, u32); 13] = [
+    pub const MIX: [(Behaviour, u32); 14] = [
         (Behaviour::Plain, 380),
         (Behaviour::IosNative, 150),
         (Behaviour::NetworkHandover, 90),
@@ -85,6 +89,7 @@ impl Behaviour {
         (Behaviour::Cgnat, 30),
         (Behaviour::Casting, 20),
         (Behaviour::Retries, 20),
+        (Behaviour::ProxyPool, 30),
     ];
 
     pub fn name(self) -> &'static str {
@@ -102,6 +107,7 @@ impl Behaviour {
             Behaviour::Cgnat => "cgnat",
             Behaviour::Casting => "casting",
             Behaviour::Retries => "retries",
+            Behaviour::ProxyPool => "proxy_pool",
         }
     }
 }

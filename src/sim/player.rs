@@ -101,6 +101,10 @@ struct Viewer {
     error_rate: f64,
     /// How punctual the player is relative to segment availability (0 = machine-like).
     jitter: f64,
+    /// Addresses each request leaves from at random (a proxy pool); empty = `networks`.
+    pool: Vec<u32>,
+    /// Whether the player notices network changes and re-fetches what was in flight.
+    refetch_on_network_change: bool,
 }
 
 impl Viewer {
@@ -371,6 +375,8 @@ impl<'a> Simulation<'a> {
             bandwidth: self.lognormal(4.0e6, 0.6),
             error_rate: 0.002,
             jitter: self.uniform(0.15, 0.5),
+            pool: Vec::new(),
+            refetch_on_network_change: false,
         }
     }
 
@@ -428,6 +434,7 @@ impl<'a> Simulation<'a> {
                 viewer.media_referer = None;
             }
             Behaviour::NetworkHandover => {
+                viewer.refetch_on_network_change = true;
                 let switches = self.rng.usize(1..3);
                 let mut on_cellular = false;
                 let home_net = viewer.networks[0].1.clone();
@@ -446,6 +453,7 @@ impl<'a> Simulation<'a> {
                 }
             }
             Behaviour::DhcpRenewal => {
+                viewer.refetch_on_network_change = true;
                 for _ in 0..self.rng.usize(1..3) {
                     let at = self.uniform(begin, finish);
                     let ip = self.home_ip(home);
@@ -454,6 +462,7 @@ impl<'a> Simulation<'a> {
                 }
             }
             Behaviour::VpnToggle => {
+                viewer.refetch_on_network_change = true;
                 let on = self.uniform(begin, finish);
                 let off = on + self.uniform(120.0, 1800.0);
                 let exit = self.home_edge(false);
@@ -492,13 +501,22 @@ impl<'a> Simulation<'a> {
                     "Mozilla/5.0 (X11; Linux armv7l) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/114.0.0.0 Safari/537.36 CrKey/1.56.{} DeviceType/Chromecast",
                     self.rng.u32(500000..500200)
                 );
-                let preview = Viewer { player_ua: self.opt(Some(page)), ..viewer.clone() };
+                let mut preview = Viewer { player_ua: self.opt(Some(page)), ..viewer.clone() };
+                // The phone often reaches the CDN over IPv6 while the TV stick uses IPv4.
+                if self.chance(0.4) {
+                    let v6 = self.home_ipv6(home);
+                    preview.networks[0].1.ip = v6;
+                }
                 let preview_end = begin + self.uniform(5.0, 25.0);
                 self.play(session, &preview, content, begin, preview_end, quirks);
                 viewer.player_ua = self.opt(Some(receiver));
                 viewer.media_referer = None;
             }
             Behaviour::Retries => viewer.error_rate = self.uniform(0.03, 0.1),
+            Behaviour::ProxyPool => {
+                let size = self.rng.usize(2..5);
+                viewer.pool = (0..size).map(|_| self.home_ip(home)).collect();
+            }
         }
         self.play(session, &viewer, content, begin, finish, quirks);
         self.sessions.push(SessionTruth { session_id: id, token, truth: Truth::Honest(behaviour), live });
@@ -644,7 +662,10 @@ impl<'a> Simulation<'a> {
 
     /// One request of media, with the viewer's network at that time and its error rate.
     fn media(&mut self, session: u32, v: &Viewer, path: String, at: f64, bytes: u64, range: Option<(u64, u64)>) -> f64 {
-        let net = v.network_at(at).clone();
+        let mut net = v.network_at(at).clone();
+        if !v.pool.is_empty() {
+            net.ip = self.pick(&v.pool);
+        }
         let status = if range.is_some() { 206 } else { 200 };
         if self.chance(v.error_rate) {
             let code = self.pick(&[502u16, 504, 0, 503]);
@@ -697,6 +718,7 @@ impl<'a> Simulation<'a> {
         let mut init_needed = matches!(packaging, Packaging::HlsFmp4 | Packaging::Dash);
         let mut last_manifest = t;
         let mut preload_left = 0;
+        let mut last_ip = net.ip;
         while t < finish {
             if !live && n >= vod_segments {
                 break;
@@ -738,6 +760,17 @@ impl<'a> Simulation<'a> {
                 let per = (LADDER[r].1 * 1000.0 / 8.0 * d) as u64;
                 (n as u64 * per, n as u64 * per + bytes - 1)
             });
+            // A player that notices a new network re-requests what was in flight on the old one.
+            let ip_now = v.network_at(t).ip;
+            if v.refetch_on_network_change && ip_now != last_ip && n > 0 && self.chance(0.6) {
+                for back in (1..=self.rng.i64(1..3)).rev() {
+                    let path = segment_path(&dir, packaging, r, n - back);
+                    let b = segment_bytes(r, d, &mut self.rng);
+                    let range = range.map(|(a, z)| (a.saturating_sub(back as u64 * b), z.saturating_sub(back as u64 * b)));
+                    t = self.media(session, v, path, t, b, range);
+                }
+            }
+            last_ip = ip_now;
             let path = segment_path(&dir, packaging, r, n);
             t = self.media(session, v, path, t, bytes, range);
             // ABR preloading: the next rendition's copy of the same segment.
@@ -750,13 +783,19 @@ impl<'a> Simulation<'a> {
             } else if self.chance(quirks.preload_rate) {
                 preload_left = self.rng.u32(2..7);
             }
-            // Bandwidth-driven switches.
+            // Bandwidth-driven switches; an emergency down-switch abandons the segment and
+            // fetches it again in the lower rendition.
             if self.chance(0.03) {
                 let up = self.chance(0.5);
                 let next = if up { (r + 1).min(v.max_rendition) } else { r.saturating_sub(1) };
                 if next != r {
                     r = next;
                     init_needed = matches!(packaging, Packaging::HlsFmp4 | Packaging::Dash);
+                    if !up && packaging != Packaging::ByteRange && self.chance(0.3) {
+                        let path = segment_path(&dir, packaging, r, n);
+                        let b = segment_bytes(r, d, &mut self.rng);
+                        t = self.media(session, v, path, t, b, None);
+                    }
                 }
             }
             n += 1;

@@ -1,0 +1,239 @@
+-- Default detection: tells a shared token from honest playback that merely looks "multiple".
+--
+-- Honest noise is one playback timeline spread over several addresses or agents over time
+-- (Wi-Fi/cellular handover, DHCP, VPN, IPv4/IPv6, proxy pools, iOS page + AppleCoreMedia,
+-- casting). A leaked token is several timelines at once; a restreamer pulls several
+-- renditions of every segment. Every signal asks "how many playbacks at the same time", in
+-- units of time (buckets of bucket_s seconds) or shares, never relative to the window's median
+-- (which moves with whatever else is in the window). In a bucket, two playbacks show as
+--   * a segment fetched from a second address (co-viewers of a live channel, or of the same
+--     part of a title), counted in the bucket of that second fetch; or
+--   * two addresses playing positions of one title far apart (viewers of a VOD token at
+--     different points).
+-- Honest patterns produce such a bucket once in a while (a handover re-fetches what was in
+-- flight; a seek lands as the proxy changes); sharing produces them one after another. So:
+--
+--   concurrent_run   longest run of consecutive buckets with two playbacks;
+--   crowded_segments segments fetched from three or more addresses: three playbacks, which
+--                    no single viewer's network changes produce, so it needs no waiting;
+--   rendition_share  share of the segments one address fetched in two or more renditions,
+--                    over at least restream_min_segments (a restreamer's ladder);
+--   far_buckets      buckets served by edges more than far_km apart.
+--
+-- score = the strongest signal relative to its threshold; flagged when score >= 1.
+-- Segment identity: `/<title>/<rendition>/<file>` with the rendition dropped, or for a range
+-- request the file and its first byte. Positions: the number in the file name, or for ranges
+-- the first byte over the rendition's typical request size.
+--
+-- @param bucket_s                 seconds 30   Length of a concurrency bucket.
+-- @param min_concurrent_run       int     3    Consecutive buckets with two playbacks at once.
+-- @param min_crowded_segments     int     2    Segments each fetched from 3+ addresses.
+-- @param parallel_gap_segments    int     12   Positions this many segments apart are separate playbacks.
+-- @param restream_rendition_share float   0.8  Share of an address's segments fetched in 2+ renditions.
+-- @param restream_min_segments    int     20   Segments of one address needed before that share counts.
+-- @param far_km                   float   2500 Edges farther apart than this serve separate viewers.
+-- @param min_far_buckets          int     4    Buckets with edges more than far_km apart.
+
+WITH media AS (
+    SELECT
+        session_id,
+        epoch_s,
+        epoch_s / $bucket_s AS bucket,
+        CAST(c_ip AS VARCHAR) AS addr,
+        substr(CAST(edge AS VARCHAR), 1, 3) AS edge_code,
+        CAST(user_agent AS VARCHAR) AS ua,
+        CAST(referer AS VARCHAR) AS ref,
+        sc_bytes,
+        range_start,
+        regexp_replace(CAST(object_path AS VARCHAR), '/[^/]*$', '') AS rendition,
+        regexp_replace(CAST(object_path AS VARCHAR), '/[^/]*/([^/]*)$', '/${1}') AS unranked_segment,
+        regexp_replace(CAST(object_path AS VARCHAR), '/[^/]*/[^/]*$', '') AS title,
+        -- The number just before the file's extension (seg_000042.ts, chunk_42.m4s).
+        TRY_CAST(regexp_replace(CAST(object_path AS VARCHAR), '^.*?([0-9]+)\.[A-Za-z0-9]+$', '${1}') AS BIGINT) AS file_number,
+        CAST(object_path AS VARCHAR) AS path
+    FROM requests
+    WHERE epoch_s >= $window_start AND epoch_s < $window_end
+      AND status IN (200, 206)
+      AND sc_bytes > 0
+      -- Media segments only: manifests and init segments are fetched by every player anew.
+      AND NOT (CAST(object_path AS VARCHAR) LIKE '%.m3u8' OR CAST(object_path AS VARCHAR) LIKE '%.mpd'
+               OR CAST(object_path AS VARCHAR) LIKE '%init%')
+),
+positioned AS (
+    SELECT *,
+        CASE WHEN range_start IS NOT NULL THEN concat(path, '@', range_start) ELSE unranked_segment END AS segment,
+        -- Where in the title a request plays, in segments: the file's number, or for one file
+        -- fetched by ranges, the first byte over the rendition's typical request size.
+        CASE WHEN range_start IS NOT NULL
+             THEN CAST(range_start AS DOUBLE) / greatest(avg(sc_bytes) OVER (PARTITION BY session_id, rendition), 1)
+             ELSE CAST(file_number AS DOUBLE) END AS position
+    FROM media
+),
+duplicated AS (
+    -- Buckets where an address fetched a segment that another address had fetched before.
+    SELECT DISTINCT session_id, bucket
+    FROM (
+        SELECT session_id, bucket,
+               row_number() OVER (PARTITION BY session_id, segment ORDER BY first_fetch, addr) AS nth_address
+        FROM (
+            SELECT session_id, segment, addr, min(epoch_s) AS first_fetch, min(bucket) AS bucket
+            FROM positioned
+            GROUP BY session_id, segment, addr
+        )
+    )
+    WHERE nth_address >= 2
+),
+crowded AS (
+    -- Segments fetched from three or more addresses: three playbacks, whenever they happened.
+    SELECT session_id, count(*) AS crowded_segments, max(addresses) AS most_addresses_per_segment
+    FROM (
+        SELECT session_id, segment, count(DISTINCT addr) AS addresses
+        FROM positioned
+        GROUP BY session_id, segment
+        HAVING count(DISTINCT addr) >= 3
+    )
+    GROUP BY session_id
+),
+per_address_bucket AS (
+    SELECT session_id, bucket, title, addr, median(position) AS position, count(*) AS requests
+    FROM positioned
+    WHERE position IS NOT NULL
+    GROUP BY session_id, bucket, title, addr
+),
+apart AS (
+    -- Buckets where two addresses played one title far apart.
+    SELECT DISTINCT session_id, bucket
+    FROM per_address_bucket
+    WHERE requests >= 2
+    GROUP BY session_id, bucket, title
+    HAVING count(*) >= 2 AND max(position) - min(position) >= $parallel_gap_segments
+),
+concurrent_buckets AS (
+    SELECT session_id, bucket, max(dup) AS dup, max(apart) AS apart
+    FROM (
+        SELECT session_id, bucket, 1 AS dup, 0 AS apart FROM duplicated
+        UNION ALL
+        SELECT session_id, bucket, 0 AS dup, 1 AS apart FROM apart
+    )
+    GROUP BY session_id, bucket
+),
+islands AS (
+    -- Consecutive buckets share bucket - row_number (gaps and islands).
+    SELECT session_id, bucket, dup, apart,
+           bucket - row_number() OVER (PARTITION BY session_id ORDER BY bucket) AS island
+    FROM concurrent_buckets
+),
+concurrency AS (
+    SELECT session_id,
+           max(run) AS concurrent_run,
+           sum(run) AS concurrent_buckets,
+           sum(dups) AS shared_buckets,
+           sum(aparts) AS parallel_buckets
+    FROM (
+        SELECT session_id, island, count(*) AS run, sum(dup) AS dups, sum(apart) AS aparts
+        FROM islands
+        GROUP BY session_id, island
+    )
+    GROUP BY session_id
+),
+renditions AS (
+    SELECT session_id,
+           max(segments) AS media_segments,
+           max(CASE WHEN segments >= $restream_min_segments THEN share ELSE 0.0 END) AS rendition_share
+    FROM (
+        SELECT session_id, addr, count(*) AS segments,
+               avg(CASE WHEN renditions >= 2 THEN 1.0 ELSE 0.0 END) AS share
+        FROM (
+            SELECT session_id, addr, segment, count(DISTINCT rendition) AS renditions
+            FROM positioned
+            WHERE range_start IS NULL
+            GROUP BY session_id, addr, segment
+        )
+        GROUP BY session_id, addr
+    )
+    GROUP BY session_id
+),
+edge_buckets AS (
+    SELECT DISTINCT p.session_id, p.bucket, e.latitude, e.longitude
+    FROM positioned p JOIN edge_locations e ON e.code = p.edge_code
+),
+far AS (
+    SELECT session_id, count(DISTINCT bucket) AS far_buckets, max(km) AS max_edge_km
+    FROM (
+        SELECT a.session_id, a.bucket,
+               2 * 6371 * asin(sqrt(
+                   power(sin(radians(b.latitude - a.latitude) / 2), 2)
+                   + cos(radians(a.latitude)) * cos(radians(b.latitude))
+                     * power(sin(radians(b.longitude - a.longitude) / 2), 2))) AS km
+        FROM edge_buckets a JOIN edge_buckets b
+          ON a.session_id = b.session_id AND a.bucket = b.bucket
+         AND (a.latitude < b.latitude OR (a.latitude = b.latitude AND a.longitude < b.longitude))
+    )
+    WHERE km > $far_km
+    GROUP BY session_id
+),
+sessions AS (
+    SELECT session_id,
+           count(DISTINCT addr) AS ips,
+           count(DISTINCT ua) AS user_agents,
+           count(DISTINCT ref) AS referers,
+           max(epoch_s) - min(epoch_s) AS duration_s,
+           CAST(max(CASE WHEN regexp_like(coalesce(ua, ''), '(?i)(lavf|ffmpeg|libvlc|vlc/|curl/|wget|python|streamlink|kodi|go-http|okhttp/[0-9]|mpv)') THEN 1 ELSE 0 END) AS DOUBLE) AS tool_agent
+    FROM positioned
+    GROUP BY session_id
+),
+signals AS (
+    SELECT s.*,
+           coalesce(c.concurrent_run, 0) AS concurrent_run,
+           coalesce(c.concurrent_buckets, 0) AS concurrent_buckets,
+           coalesce(c.shared_buckets, 0) AS shared_buckets,
+           coalesce(c.parallel_buckets, 0) AS parallel_buckets,
+           coalesce(cr.crowded_segments, 0) AS crowded_segments,
+           coalesce(cr.most_addresses_per_segment, 0) AS most_addresses_per_segment,
+           coalesce(r.media_segments, 0) AS media_segments,
+           coalesce(r.rendition_share, 0.0) AS rendition_share,
+           coalesce(f.far_buckets, 0) AS far_buckets,
+           f.max_edge_km
+    FROM sessions s
+    LEFT JOIN concurrency c ON c.session_id = s.session_id
+    LEFT JOIN crowded cr ON cr.session_id = s.session_id
+    LEFT JOIN renditions r ON r.session_id = s.session_id
+    LEFT JOIN far f ON f.session_id = s.session_id
+),
+scored AS (
+    SELECT *,
+        CAST(concurrent_run AS DOUBLE) / $min_concurrent_run AS concurrent_score,
+        CAST(crowded_segments AS DOUBLE) / $min_crowded_segments AS crowd_score,
+        rendition_share / $restream_rendition_share AS restream_score,
+        CAST(far_buckets AS DOUBLE) / $min_far_buckets AS far_score
+    FROM signals
+),
+decided AS (
+    SELECT *, greatest(concurrent_score, crowd_score, restream_score, far_score) AS score
+    FROM scored
+)
+SELECT
+    session_id,
+    score,
+    score >= 1.0 AS flagged,
+    concat_ws('; ',
+        CASE WHEN concurrent_run > 0 THEN concat(
+            'two playbacks at once for ', concurrent_run, ' consecutive x ', $bucket_s, 's (',
+            shared_buckets, ' with a segment fetched from 2+ addresses, ', parallel_buckets,
+            ' with addresses ', $parallel_gap_segments, '+ segments apart); threshold ', $min_concurrent_run) END,
+        CASE WHEN crowded_segments > 0 THEN concat(
+            '3+ playbacks: ', crowded_segments, ' segments each fetched from 3+ addresses (up to ',
+            most_addresses_per_segment, '); threshold ', $min_crowded_segments) END,
+        CASE WHEN rendition_share > 0 THEN concat(
+            'parallel renditions: one address fetched ', round(rendition_share * 100, 1), '% of its ',
+            media_segments, ' segments in 2+ renditions; threshold ', round($restream_rendition_share * 100, 1), '%') END,
+        CASE WHEN far_buckets > 0 THEN concat(
+            'edges ', round(max_edge_km, 0), ' km apart at once in ', far_buckets, ' x ', $bucket_s,
+            's (> ', $far_km, ' km); threshold ', $min_far_buckets) END,
+        CASE WHEN tool_agent > 0 THEN 'non-player user agent (ffmpeg/VLC/curl/...)' END,
+        CASE WHEN score < 1.0 THEN concat('score ', round(score, 2), ' < 1: not flagged') END
+    ) AS reasons,
+    concurrent_score, crowd_score, restream_score, far_score,
+    crowded_segments, most_addresses_per_segment, concurrent_run, concurrent_buckets, shared_buckets, parallel_buckets, media_segments, rendition_share,
+    far_buckets, max_edge_km, ips, user_agents, referers, duration_s, tool_agent
+FROM decided
