@@ -20,7 +20,8 @@
 --                    over at least restream_min_segments (a restreamer's ladder);
 --   far_buckets      buckets served by edges more than far_km apart.
 --
--- score = the strongest signal relative to its threshold; flagged when score >= 1.
+-- score = the strongest signal relative to its threshold; flagged when score >= 1. Each
+-- signal `x` is returned with `x_threshold` and `x_score` (value / threshold), for `explain`.
 -- Segment identity: `/<title>/<rendition>/<file>` with the rendition dropped, or for a range
 -- request the file and its first byte. Positions: the number in the file name, or for ranges
 -- the first byte over the rendition's typical request size.
@@ -202,14 +203,14 @@ signals AS (
 ),
 scored AS (
     SELECT *,
-        CAST(concurrent_run AS DOUBLE) / $min_concurrent_run AS concurrent_score,
-        CAST(crowded_segments AS DOUBLE) / $min_crowded_segments AS crowd_score,
-        rendition_share / $restream_rendition_share AS restream_score,
-        CAST(far_buckets AS DOUBLE) / $min_far_buckets AS far_score
+        CAST(concurrent_run AS DOUBLE) / $min_concurrent_run AS concurrent_run_score,
+        CAST(crowded_segments AS DOUBLE) / $min_crowded_segments AS crowded_segments_score,
+        rendition_share / $restream_rendition_share AS rendition_share_score,
+        CAST(far_buckets AS DOUBLE) / $min_far_buckets AS far_buckets_score
     FROM signals
 ),
 decided AS (
-    SELECT *, greatest(concurrent_score, crowd_score, restream_score, far_score) AS score
+    SELECT *, greatest(concurrent_run_score, crowded_segments_score, rendition_share_score, far_buckets_score) AS score
     FROM scored
 )
 SELECT
@@ -220,20 +221,24 @@ SELECT
         CASE WHEN concurrent_run > 0 THEN concat(
             'two playbacks at once for ', concurrent_run, ' consecutive x ', $bucket_s, 's (',
             shared_buckets, ' with a segment fetched from 2+ addresses, ', parallel_buckets,
-            ' with addresses ', $parallel_gap_segments, '+ segments apart); threshold ', $min_concurrent_run) END,
+            ' with addresses ', $parallel_gap_segments, '+ segments apart), threshold ', $min_concurrent_run) END,
         CASE WHEN crowded_segments > 0 THEN concat(
             '3+ playbacks: ', crowded_segments, ' segments each fetched from 3+ addresses (up to ',
-            most_addresses_per_segment, '); threshold ', $min_crowded_segments) END,
+            most_addresses_per_segment, '), threshold ', $min_crowded_segments) END,
         CASE WHEN rendition_share > 0 THEN concat(
             'parallel renditions: one address fetched ', round(rendition_share * 100, 1), '% of its ',
-            media_segments, ' segments in 2+ renditions; threshold ', round($restream_rendition_share * 100, 1), '%') END,
+            media_segments, ' segments in 2+ renditions, threshold ', round($restream_rendition_share * 100, 1), '%') END,
         CASE WHEN far_buckets > 0 THEN concat(
             'edges ', round(max_edge_km, 0), ' km apart at once in ', far_buckets, ' x ', $bucket_s,
-            's (> ', $far_km, ' km); threshold ', $min_far_buckets) END,
+            's (> ', $far_km, ' km), threshold ', $min_far_buckets) END,
         CASE WHEN tool_agent > 0 THEN 'non-player user agent (ffmpeg/VLC/curl/...)' END,
         CASE WHEN score < 1.0 THEN concat('score ', round(score, 2), ' < 1: not flagged') END
     ) AS reasons,
-    concurrent_score, crowd_score, restream_score, far_score,
-    crowded_segments, most_addresses_per_segment, concurrent_run, concurrent_buckets, shared_buckets, parallel_buckets, media_segments, rendition_share,
-    far_buckets, max_edge_km, ips, user_agents, referers, duration_s, tool_agent
+    1.0 AS threshold,
+    concurrent_run, $min_concurrent_run AS concurrent_run_threshold, concurrent_run_score,
+    crowded_segments, $min_crowded_segments AS crowded_segments_threshold, crowded_segments_score,
+    rendition_share, $restream_rendition_share AS rendition_share_threshold, rendition_share_score,
+    far_buckets, $min_far_buckets AS far_buckets_threshold, far_buckets_score,
+    most_addresses_per_segment, concurrent_buckets, shared_buckets, parallel_buckets, media_segments,
+    max_edge_km, ips, user_agents, referers, duration_s, tool_agent
 FROM decided

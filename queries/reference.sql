@@ -9,6 +9,7 @@
 -- score = w_rate * rate / median(rate) + w_ip * [ips > 1] + w_referer * [referers > 1]
 --         + w_ua * [user agents > 1], where `-` (none) counts as a referer / user agent;
 -- nothing is scored unless the window holds at least min_sessions sessions.
+-- Each penalty signal `x` comes with `x_threshold` (it counts above it) and `x_score`.
 --
 -- @param threshold      float   2.2  Flag a session when its score exceeds this.
 -- @param min_sessions   int     3    Score nothing unless the window holds at least this many sessions.
@@ -54,15 +55,16 @@ population AS (
 scored AS (
     SELECT s.*, pop.sessions_in_window, pop.median_rate,
            s.rate IS NOT NULL AND pop.sessions_in_window >= $min_sessions AND pop.median_rate > 0 AS eligible,
-           CAST($weight_rate AS DOUBLE) * s.rate / pop.median_rate                   AS rate_score,
-           CASE WHEN s.ips > 1         THEN CAST($weight_ip AS DOUBLE)      ELSE 0.0 END AS ip_score,
-           CASE WHEN s.referers > 1    THEN CAST($weight_referer AS DOUBLE) ELSE 0.0 END AS referer_score,
-           CASE WHEN s.user_agents > 1 THEN CAST($weight_ua AS DOUBLE)      ELSE 0.0 END AS ua_score
+           s.rate / pop.median_rate                                                     AS rate_ratio,
+           CAST($weight_rate AS DOUBLE) * s.rate / pop.median_rate                      AS rate_ratio_score,
+           CASE WHEN s.ips > 1         THEN CAST($weight_ip AS DOUBLE)      ELSE 0.0 END AS ips_score,
+           CASE WHEN s.referers > 1    THEN CAST($weight_referer AS DOUBLE) ELSE 0.0 END AS referers_score,
+           CASE WHEN s.user_agents > 1 THEN CAST($weight_ua AS DOUBLE)      ELSE 0.0 END AS user_agents_score
     FROM sessions s CROSS JOIN population pop
 ),
 decided AS (
     SELECT *,
-           CASE WHEN eligible THEN rate_score + ip_score + referer_score + ua_score END AS score
+           CASE WHEN eligible THEN rate_ratio_score + ips_score + referers_score + user_agents_score END AS score
     FROM scored
 )
 SELECT
@@ -77,12 +79,16 @@ SELECT
         ELSE concat_ws('; ',
             concat('score ', round(score, 2), CASE WHEN score > $threshold THEN ' > ' ELSE ' <= ' END,
                    'threshold ', $threshold),
-            concat('rate ', round(rate, 3), '/s is ', round(rate / median_rate, 2), 'x the median ',
-                   round(median_rate, 3), '/s (+', round(rate_score, 2), ')'),
-            CASE WHEN ips > 1 THEN concat(ips, ' viewer IPs > 1 (+', ip_score, ')') END,
-            CASE WHEN referers > 1 THEN concat(referers, ' referers > 1 (+', referer_score, ')') END,
-            CASE WHEN user_agents > 1 THEN concat(user_agents, ' user agents > 1 (+', ua_score, ')') END)
+            concat('rate ', round(rate, 3), '/s is ', round(rate_ratio, 2), 'x the median ',
+                   round(median_rate, 3), '/s (+', round(rate_ratio_score, 2), ')'),
+            CASE WHEN ips > 1 THEN concat(ips, ' viewer IPs > 1 (+', ips_score, ')') END,
+            CASE WHEN referers > 1 THEN concat(referers, ' referers > 1 (+', referers_score, ')') END,
+            CASE WHEN user_agents > 1 THEN concat(user_agents, ' user agents > 1 (+', user_agents_score, ')') END)
     END AS reasons,
-    rate_score, ip_score, referer_score, ua_score,
-    rate, median_rate, ips, referers, user_agents, duration_s, ip_uri_pairs, sessions_in_window
+    CAST($threshold AS DOUBLE) AS threshold,
+    rate_ratio, rate_ratio_score,
+    ips, 1 AS ips_threshold, ips_score,
+    referers, 1 AS referers_threshold, referers_score,
+    user_agents, 1 AS user_agents_threshold, user_agents_score,
+    rate, median_rate, duration_s, ip_uri_pairs, sessions_in_window
 FROM decided

@@ -83,6 +83,17 @@ pub enum Command {
     Migrate,
     /// Validate the configuration and the detection query; errors name the file and key.
     CheckConfig,
+    /// Explain the decision about one session: each signal's value, threshold and
+    /// contribution, over the window ending at --now. Reads only.
+    Explain {
+        session_id: String,
+        /// The end of the window to analyse (RFC 3339; default: now).
+        #[arg(long, value_parser = parse_time)]
+        now: Option<DateTime<Utc>>,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,6 +199,25 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             let ttl = ttl.unwrap_or(config.revocation.manual_ttl);
             operator_write(config, &session_ids, EntryKind::Manual, ttl, reason, no_enforce).await
         }
+        Command::Explain { session_id, now, json } => {
+            let rt = Runtime::open(config).await?;
+            let explanation = crate::run::explain(&rt, &session_id, now).await?;
+            let mut out = std::io::stdout().lock();
+            let written = if json {
+                serde_json::to_writer_pretty(&mut out, &explanation)
+                    .map_err(std::io::Error::from)
+                    .and_then(|_| writeln!(out))
+            } else {
+                write_explanation(&mut out, &explanation)
+            };
+            match written {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    return Err(Failure(format!("writing to stdout: {e}"), 1));
+                }
+                _ => {}
+            }
+            Ok(if explanation.found { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
         Command::Unrevoke { session_ids, reason, no_enforce } => {
             let cooldown = config.revocation.unrevoke_cooldown;
             operator_write(config, &session_ids, EntryKind::Unrevoked, cooldown, reason, no_enforce).await
@@ -255,6 +285,51 @@ async fn operator_write(
         tracing::info!(group = %rt.rules.describe(), added = outcome.added.len(), removed = outcome.removed.len(), rules = outcome.rules, updated = outcome.updated, "rule group reconciled");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn write_explanation(out: &mut impl Write, e: &crate::run::Explanation) -> std::io::Result<()> {
+    let time = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%SZ").to_string();
+    writeln!(out, "session {}  window {} – {}  query {}", e.session_id, time(e.window_start), time(e.window_end), e.query)?;
+    if !e.found {
+        writeln!(out, "no requests of this session in the window: nothing to decide")?;
+    } else {
+        let score = e.score.map_or("not scored".into(), |s| format!("{s:.3}"));
+        let threshold = e.threshold.map_or(String::new(), |t| format!(" (threshold {t})"));
+        let decision = if e.flagged { "FLAGGED" } else { "not flagged" };
+        writeln!(out, "decision: {decision}, score {score}{threshold}")?;
+        if let Some(why) = &e.allowlisted {
+            writeln!(out, "safety: not revoked automatically: {why}")?;
+        }
+        if !e.signals.is_empty() {
+            writeln!(out)?;
+            writeln!(out, "{:<28} {:>12} {:>12} {:>14}", "SIGNAL", "VALUE", "THRESHOLD", "CONTRIBUTION")?;
+            let num = |v: Option<f64>| v.map_or("-".into(), |v| format!("{}", (v * 1000.0).round() / 1000.0));
+            for s in &e.signals {
+                writeln!(out, "{:<28} {:>12} {:>12} {:>14.3}", s.name, num(s.value), num(s.threshold), s.contribution)?;
+            }
+        }
+        if !e.other_signals.is_empty() {
+            let other: Vec<String> =
+                e.other_signals.iter().map(|(k, v)| format!("{k}={}", (v * 1000.0).round() / 1000.0)).collect();
+            writeln!(out, "\ncontext: {}", other.join(" "))?;
+        }
+        writeln!(out, "\nreasons:")?;
+        for r in &e.reasons {
+            writeln!(out, "  - {r}")?;
+        }
+    }
+    match &e.revocation {
+        Some(r) => writeln!(
+            out,
+            "\nrevocation list: {} since {}, updated {}, expires {}: {}",
+            r.kind,
+            time(r.first_seen),
+            time(r.last_updated),
+            time(r.expires_at),
+            r.reason
+        ),
+        None => writeln!(out, "\nrevocation list: no entry"),
+    }
 }
 
 fn write_table(out: &mut impl Write, entries: &[Revocation], now: DateTime<Utc>) -> std::io::Result<()> {

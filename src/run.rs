@@ -333,6 +333,64 @@ async fn run_stages(
     Ok(())
 }
 
+/// Why a session is (or is not) flagged at a given time: for `revokd explain`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Explanation {
+    pub session_id: String,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    pub query: String,
+    /// Whether the session has requests in the window.
+    pub found: bool,
+    pub score: Option<f64>,
+    pub threshold: Option<f64>,
+    pub flagged: bool,
+    pub signals: Vec<crate::analysis::SignalRow>,
+    pub other_signals: BTreeMap<String, f64>,
+    pub reasons: Vec<String>,
+    /// Set when the safety rails would keep a flagged session from being revoked.
+    pub allowlisted: Option<String>,
+    /// The session's entry in the revocation list, if any.
+    pub revocation: Option<crate::store::Revocation>,
+}
+
+/// Analyses the window ending at `now` (default: now) and explains one session. Reads only.
+pub async fn explain(rt: &Runtime, session_id: &str, now: Option<DateTime<Utc>>) -> Result<Explanation, RunError> {
+    let now = now.unwrap_or_else(Utc::now);
+    let window = Window::ending_at(now, rt.config.schedule.lookback);
+    let logs = rt.source.load(&window).await?;
+    let allowed_by_ip = !rt.config.safety.allow_ips.is_empty()
+        && sessions_seen_from(&logs.batches, &rt.config.safety.allow_ips).contains(session_id);
+    let scores = rt.analyzer.analyse(logs.batches, &window).await?;
+    let score = scores.into_iter().find(|s| s.session_id == session_id);
+    let revocation = match SessionId::parse(session_id) {
+        Ok(id) => rt.store.get(&id).await?,
+        Err(_) => None,
+    };
+    let allowlisted = if rt.config.safety.allow_sessions.iter().any(|s| s == session_id) {
+        Some("session is on safety.allow_sessions".to_string())
+    } else if allowed_by_ip {
+        Some("session has requests from a network on safety.allow_ips".to_string())
+    } else {
+        None
+    };
+    Ok(Explanation {
+        session_id: session_id.to_string(),
+        window_start: window.start,
+        window_end: window.end,
+        query: rt.analyzer.query().name.clone(),
+        found: score.is_some(),
+        score: score.as_ref().and_then(|s| s.score),
+        threshold: score.as_ref().and_then(SessionScore::threshold),
+        flagged: score.as_ref().is_some_and(|s| s.flagged),
+        signals: score.as_ref().map(SessionScore::signal_rows).unwrap_or_default(),
+        other_signals: score.as_ref().map(SessionScore::other_signals).unwrap_or_default(),
+        reasons: score.map(|s| s.reasons).unwrap_or_default(),
+        allowlisted,
+        revocation,
+    })
+}
+
 fn detection(session_id: SessionId, score: &SessionScore) -> Detection {
     Detection {
         session_id,

@@ -49,10 +49,18 @@ fn main_job_runs_on_builtin_defaults_over_the_committed_sample_logs() {
     let report = work.report("report.json");
     assert!(report["counters"]["rows"].as_u64().unwrap() > 10_000);
     assert_eq!(report["counters"]["malformed_lines"], 0);
-    let flagged = report["counters"]["flagged"].as_u64().unwrap();
-    assert!(flagged > 0, "the samples hold leaked sessions");
-    let rules = rule_file(&work.path("revokd-state/rule-group.json"));
-    assert_eq!(rules.len() as u64, report["counters"]["rules_total"].as_u64().unwrap());
+    // The default detection revokes exactly the samples' leaked tokens and restreamer.
+    let truth: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/samples/truth.json")).unwrap()).unwrap();
+    let mut abusive: Vec<&str> =
+        truth.iter().filter(|t| t["kind"] != "honest").map(|t| t["session_id"].as_str().unwrap()).collect();
+    let mut revoked: Vec<&str> = report["flagged"].as_array().unwrap().iter().map(|f| f["session_id"].as_str().unwrap()).collect();
+    abusive.sort();
+    revoked.sort();
+    assert_eq!(revoked, abusive);
+    let mut rules: Vec<String> = rule_file(&work.path("revokd-state/rule-group.json")).into_iter().map(|r| r.2).collect();
+    rules.sort();
+    assert_eq!(rules, abusive.iter().map(|id| format!("/{id}.")).collect::<Vec<_>>());
     assert!(work.path("revokd-state/revocations.sqlite").exists());
 }
 
@@ -219,7 +227,7 @@ fn check_config_names_the_file_the_key_and_the_problem() {
 #[test]
 fn every_command_has_help() {
     let work = Workdir::new();
-    for cmd in [vec![], vec!["run"], vec!["daemon"], vec!["sessions"], vec!["sessions", "list"], vec!["revoke"], vec!["unrevoke"], vec!["migrate"], vec!["check-config"]] {
+    for cmd in [vec![], vec!["run"], vec!["daemon"], vec!["sessions"], vec!["sessions", "list"], vec!["revoke"], vec!["unrevoke"], vec!["migrate"], vec!["check-config"], vec!["explain"]] {
         let mut args = cmd.clone();
         args.push("--help");
         let out = work.revokd(&args);
@@ -302,4 +310,69 @@ async fn a_scheduled_run_is_skipped_while_the_previous_one_is_in_progress() {
     assert!(revokd::daemon::scheduled_run(&rt, &running).await.is_none(), "skipped while a run holds the lock");
     drop(held);
     assert!(revokd::daemon::scheduled_run(&rt, &running).await.is_some());
+}
+
+fn default_query_config(work: &Workdir) {
+    work.write("revokd.toml", "state_dir = \"state\"\n[logs]\nurl = \"logs\"\n");
+}
+
+#[test]
+fn explain_gives_each_signals_value_threshold_and_contribution() {
+    let work = Workdir::new();
+    default_query_config(&work);
+    write_hour(&work.path("logs"), &two_leaks());
+    let now = rfc3339(T0 + 600);
+    let out = work.revokd(&["explain", "leak3", "--config", "revokd.toml", "--now", &now, "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(e["query"], "default");
+    assert_eq!(e["flagged"], true);
+    let run = e["signals"].as_array().unwrap().iter().find(|s| s["name"] == "concurrent_run").unwrap();
+    assert_eq!(run["value"], 20.0);
+    assert_eq!(run["threshold"], 3.0);
+    assert!((run["contribution"].as_f64().unwrap() - 20.0 / 3.0).abs() < 1e-9);
+    assert_eq!(e["revocation"], serde_json::Value::Null, "explain only reads");
+
+    let text = work.revokd(&["explain", "honest1", "--config", "revokd.toml", "--now", &now]);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("not flagged") && text.contains("SIGNAL") && text.contains("THRESHOLD") && text.contains("CONTRIBUTION"), "{text}");
+
+    let missing = work.revokd(&["explain", "nobody", "--config", "revokd.toml", "--now", &now]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stdout).contains("no requests"));
+    assert!(!work.path("state/rule-group.json").exists(), "nothing written");
+}
+
+#[test]
+fn custom_query_missing_a_documented_column_is_rejected_naming_the_column() {
+    let work = Workdir::new();
+    std::fs::create_dir_all(work.path("logs")).unwrap();
+    work.write("mine.sql", "-- @param limit int 3 how many IPs\nSELECT session_id, count(DISTINCT c_ip) AS score, 'many IPs' AS reasons\nFROM requests GROUP BY session_id\n");
+    work.write("revokd.toml", "[logs]\nurl = \"logs\"\n[detection]\nquery = \"mine.sql\"\n");
+    let out = work.revokd(&["check-config", "--config", "revokd.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("mine.sql") && stderr.contains("`flagged`"), "{stderr}");
+}
+
+#[test]
+fn a_valid_custom_query_drives_the_run_with_its_bound_parameters() {
+    let work = Workdir::new();
+    write_hour(&work.path("logs"), &two_leaks());
+    work.write(
+        "mine.sql",
+        "-- @param min_ips int 3 flag sessions seen from at least this many addresses\n\
+         SELECT session_id, CAST(count(DISTINCT c_ip) AS DOUBLE) AS score,\n\
+                count(DISTINCT c_ip) >= $min_ips AS flagged,\n\
+                concat(count(DISTINCT c_ip), ' addresses >= ', $min_ips) AS reasons,\n\
+                count(DISTINCT c_ip) AS ips\n\
+         FROM requests WHERE epoch_s >= $window_start AND epoch_s < $window_end GROUP BY session_id\n",
+    );
+    work.write("revokd.toml", "state_dir = \"state\"\n[logs]\nurl = \"logs\"\n[detection]\nquery = \"mine.sql\"\n[detection.params]\nmin_ips = 2\n");
+    work.ok(&["check-config", "--config", "revokd.toml"]);
+    work.ok(&["run", "--config", "revokd.toml", "--now", &rfc3339(T0 + 600), "--report", "report.json"]);
+    let report = work.report("report.json");
+    let ids: Vec<&str> = report["flagged"].as_array().unwrap().iter().map(|f| f["session_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec!["leak3", "leak2"]);
+    assert_eq!(report["flagged"][0]["reasons"][0], "3 addresses >= 2");
 }

@@ -124,6 +124,55 @@ pub struct SessionScore {
     pub signals: BTreeMap<String, f64>,
 }
 
+/// One signal of a decision: its value, the threshold it is measured against, and what it
+/// added to the score. From the optional output convention `x`, `x_threshold`, `x_score`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SignalRow {
+    pub name: String,
+    pub value: Option<f64>,
+    pub threshold: Option<f64>,
+    pub contribution: f64,
+}
+
+impl SessionScore {
+    /// The decision threshold the query reports (its optional `threshold` column).
+    pub fn threshold(&self) -> Option<f64> {
+        self.signals.get("threshold").copied()
+    }
+
+    /// Signals that contribute to the score (those with an `x_score` column), strongest first.
+    pub fn signal_rows(&self) -> Vec<SignalRow> {
+        let mut rows: Vec<SignalRow> = self
+            .signals
+            .iter()
+            .filter_map(|(name, contribution)| {
+                let base = name.strip_suffix("_score")?;
+                Some(SignalRow {
+                    name: base.to_string(),
+                    value: self.signals.get(base).copied(),
+                    threshold: self.signals.get(&format!("{base}_threshold")).copied(),
+                    contribution: *contribution,
+                })
+            })
+            .collect();
+        rows.sort_by(|a, b| b.contribution.total_cmp(&a.contribution).then_with(|| a.name.cmp(&b.name)));
+        rows
+    }
+
+    /// The other numeric columns: context that does not enter the score.
+    pub fn other_signals(&self) -> BTreeMap<String, f64> {
+        let rows = self.signal_rows();
+        let part_of_a_row = |name: &str| {
+            rows.iter().any(|r| name == r.name || name == format!("{}_score", r.name) || name == format!("{}_threshold", r.name))
+        };
+        self.signals
+            .iter()
+            .filter(|(name, _)| name.as_str() != "threshold" && !part_of_a_row(name))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+}
+
 pub struct Analyzer {
     query: DetectionQuery,
     params: BTreeMap<String, ParamValue>,

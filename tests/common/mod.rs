@@ -55,12 +55,19 @@ pub struct Viewer<'a> {
     pub start: i64,
     pub end: i64,
     pub period: i64,
+    pub rendition: &'a str,
+    /// VOD from this segment on (one per period from `start`); None: the live channel.
+    pub vod_from: Option<i64>,
 }
 
 impl Viewer<'_> {
     pub fn lines(&self) -> Vec<String> {
         let uri_of = |t: i64| {
-            format!("/{}.eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ2In0.c2ln/live/ch1/720p/seg_{:06}.ts", self.session, t / self.period)
+            let token = format!("/{}.eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ2In0.c2ln", self.session);
+            match self.vod_from {
+                None => format!("{token}/live/ch1/{}/seg_{:06}.ts", self.rendition, t / self.period),
+                Some(from) => format!("{token}/vod/title7/{}/seg_{:06}.ts", self.rendition, from + (t - self.start) / self.period),
+            }
         };
         (self.start..self.end)
             .step_by(self.period as usize)
@@ -76,7 +83,18 @@ impl Viewer<'_> {
 }
 
 pub fn viewer<'a>(session: &'a str, ip: &'a str, ua: &'a str) -> Viewer<'a> {
-    Viewer { session, ip, ua, referer: "https://watch.example.com/", edge: "IAD89-C1", start: T0 + 3, end: T0 + 600, period: 6 }
+    Viewer {
+        session,
+        ip,
+        ua,
+        referer: "https://watch.example.com/",
+        edge: "IAD89-C1",
+        start: T0 + 3,
+        end: T0 + 600,
+        period: 6,
+        rendition: "720p",
+        vod_from: None,
+    }
 }
 
 pub fn log_text(lines: &[String]) -> String {
