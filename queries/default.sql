@@ -10,12 +10,18 @@
 --     part of a title), counted in the bucket of that second fetch; or
 --   * two addresses playing positions of one title far apart (viewers of a VOD token at
 --     different points).
--- Honest patterns produce such a bucket once in a while (a handover re-fetches what was in
--- flight; a seek lands as the proxy changes); sharing produces them one after another. So:
+-- and in both cases the addresses' requests interleave (A B A B), where a hand-off from one
+-- network to the next changes address once (A A B B). Honest patterns still produce such a
+-- bucket once in a while (a seek as a proxy pool changes address); sharing produces them one
+-- after another. So:
 --
 --   concurrent_run   longest run of consecutive buckets with two playbacks;
---   crowded_segments segments fetched from three or more addresses: three playbacks, which
---                    no single viewer's network changes produce, so it needs no waiting;
+--   peak_playbacks   most playbacks within one bucket: the places a title is played in
+--                    (positions far apart) plus the addresses repeating a part another
+--                    address played; and
+--   crowded_segments segments fetched from three or more addresses: three playbacks are
+--                    something no single viewer's network changes produce, so they need no
+--                    waiting for a sustained run;
 --   rendition_share  share of the segments one address fetched in two or more renditions,
 --                    over at least restream_min_segments (a restreamer's ladder);
 --   far_buckets      buckets served by edges more than far_km apart.
@@ -29,6 +35,8 @@
 -- @param bucket_s                 seconds 30   Length of a concurrency bucket.
 -- @param min_concurrent_run       int     3    Consecutive buckets with two playbacks at once.
 -- @param min_crowded_segments     int     2    Segments each fetched from 3+ addresses.
+-- @param min_peak_playbacks       int     3    Playbacks at once within one bucket.
+-- @param min_alternations         int     2    Address changes between consecutive requests for a bucket to count.
 -- @param parallel_gap_segments    int     12   Positions this many segments apart are separate playbacks.
 -- @param restream_rendition_share float   0.8  Share of an address's segments fetched in 2+ renditions.
 -- @param restream_min_segments    int     20   Segments of one address needed before that share counts.
@@ -71,10 +79,11 @@ positioned AS (
     FROM media
 ),
 duplicated AS (
-    -- Buckets where an address fetched a segment that another address had fetched before.
-    SELECT DISTINCT session_id, bucket
+    -- Per bucket, the addresses that fetched a segment another address had fetched before:
+    -- each is one more playback of the same part.
+    SELECT session_id, bucket, count(DISTINCT addr) AS later_addresses
     FROM (
-        SELECT session_id, bucket,
+        SELECT session_id, bucket, addr,
                row_number() OVER (PARTITION BY session_id, segment ORDER BY first_fetch, addr) AS nth_address
         FROM (
             SELECT session_id, segment, addr, min(epoch_s) AS first_fetch, min(bucket) AS bucket
@@ -83,6 +92,7 @@ duplicated AS (
         )
     )
     WHERE nth_address >= 2
+    GROUP BY session_id, bucket
 ),
 crowded AS (
     -- Segments fetched from three or more addresses: three playbacks, whenever they happened.
@@ -101,26 +111,62 @@ per_address_bucket AS (
     WHERE position IS NOT NULL
     GROUP BY session_id, bucket, title, addr
 ),
-apart AS (
-    -- Buckets where two addresses played one title far apart.
-    SELECT DISTINCT session_id, bucket
-    FROM per_address_bucket
-    WHERE requests >= 2
-    GROUP BY session_id, bucket, title
-    HAVING count(*) >= 2 AND max(position) - min(position) >= $parallel_gap_segments
-),
-concurrent_buckets AS (
-    SELECT session_id, bucket, max(dup) AS dup, max(apart) AS apart
+position_clusters AS (
+    -- Per bucket and title, how many separate places addresses were playing: positions sorted,
+    -- a gap of parallel_gap_segments or more starts another place.
+    SELECT session_id, bucket, title,
+           sum(CASE WHEN gap >= $parallel_gap_segments THEN 1 ELSE 0 END) + 1 AS places
     FROM (
-        SELECT session_id, bucket, 1 AS dup, 0 AS apart FROM duplicated
-        UNION ALL
-        SELECT session_id, bucket, 0 AS dup, 1 AS apart FROM apart
+        SELECT session_id, bucket, title,
+               position - lag(position) OVER (PARTITION BY session_id, bucket, title ORDER BY position) AS gap
+        FROM per_address_bucket
+        WHERE requests >= 2
+    )
+    GROUP BY session_id, bucket, title
+),
+apart AS (
+    -- Buckets where addresses played one title in two or more places at once.
+    SELECT session_id, bucket, max(places) AS places
+    FROM position_clusters
+    WHERE places >= 2
+    GROUP BY session_id, bucket
+),
+addresses_per_bucket AS (
+    -- Addresses seen in the bucket, and how often consecutive requests (in time order) come
+    -- from another address than the one before: a hand-off from one network to the next
+    -- changes once; playbacks at the same time keep alternating.
+    SELECT session_id, bucket, count(DISTINCT addr) AS addresses,
+           sum(CASE WHEN previous IS NOT NULL AND previous <> addr THEN 1 ELSE 0 END) AS alternations
+    FROM (
+        SELECT session_id, bucket, addr,
+               lag(addr) OVER (PARTITION BY session_id, bucket ORDER BY epoch_s, addr) AS previous
+        FROM positioned
     )
     GROUP BY session_id, bucket
 ),
+concurrent_buckets AS (
+    -- Playbacks at once in a bucket: the places a title is played in, plus the addresses
+    -- repeating a part someone else played, but never more than the addresses seen. Only
+    -- buckets with two or more are kept.
+    SELECT e.session_id, e.bucket,
+           least(e.playbacks, a.addresses) AS playbacks, e.dup, e.apart
+    FROM (
+    SELECT session_id, bucket,
+           max(places) + max(later_addresses) AS playbacks,
+           max(CASE WHEN later_addresses > 0 THEN 1 ELSE 0 END) AS dup,
+           max(CASE WHEN places >= 2 THEN 1 ELSE 0 END) AS apart
+    FROM (
+        SELECT session_id, bucket, 1 AS places, later_addresses FROM duplicated
+        UNION ALL
+        SELECT session_id, bucket, places, 0 AS later_addresses FROM apart
+    )
+    GROUP BY session_id, bucket
+    ) e JOIN addresses_per_bucket a ON a.session_id = e.session_id AND a.bucket = e.bucket
+    WHERE a.alternations >= $min_alternations
+),
 islands AS (
     -- Consecutive buckets share bucket - row_number (gaps and islands).
-    SELECT session_id, bucket, dup, apart,
+    SELECT session_id, bucket, dup, apart, playbacks,
            bucket - row_number() OVER (PARTITION BY session_id ORDER BY bucket) AS island
     FROM concurrent_buckets
 ),
@@ -129,9 +175,11 @@ concurrency AS (
            max(run) AS concurrent_run,
            sum(run) AS concurrent_buckets,
            sum(dups) AS shared_buckets,
-           sum(aparts) AS parallel_buckets
+           sum(aparts) AS parallel_buckets,
+           max(playbacks) AS peak_playbacks
     FROM (
-        SELECT session_id, island, count(*) AS run, sum(dup) AS dups, sum(apart) AS aparts
+        SELECT session_id, island, count(*) AS run, sum(dup) AS dups, sum(apart) AS aparts,
+               max(playbacks) AS playbacks
         FROM islands
         GROUP BY session_id, island
     )
@@ -145,7 +193,10 @@ renditions AS (
         SELECT session_id, addr, count(*) AS segments,
                avg(CASE WHEN renditions >= 2 THEN 1.0 ELSE 0.0 END) AS share
         FROM (
-            SELECT session_id, addr, segment, count(DISTINCT rendition) AS renditions
+            -- Renditions of one segment fetched within one bucket: a ladder pulled in parallel,
+            -- not a seek back that fetched it again at another bitrate.
+            SELECT session_id, addr, segment,
+                   CASE WHEN max(epoch_s) - min(epoch_s) <= $bucket_s THEN count(DISTINCT rendition) ELSE 1 END AS renditions
             FROM positioned
             WHERE range_start IS NULL
             GROUP BY session_id, addr, segment
@@ -191,6 +242,7 @@ signals AS (
            coalesce(c.parallel_buckets, 0) AS parallel_buckets,
            coalesce(cr.crowded_segments, 0) AS crowded_segments,
            coalesce(cr.most_addresses_per_segment, 0) AS most_addresses_per_segment,
+           coalesce(c.peak_playbacks, 1) AS peak_playbacks,
            coalesce(r.media_segments, 0) AS media_segments,
            coalesce(r.rendition_share, 0.0) AS rendition_share,
            coalesce(f.far_buckets, 0) AS far_buckets,
@@ -205,12 +257,15 @@ scored AS (
     SELECT *,
         CAST(concurrent_run AS DOUBLE) / $min_concurrent_run AS concurrent_run_score,
         CAST(crowded_segments AS DOUBLE) / $min_crowded_segments AS crowded_segments_score,
+        -- One playback is ordinary: the score counts playbacks beyond the first.
+        CAST(peak_playbacks - 1 AS DOUBLE) / greatest($min_peak_playbacks - 1, 1) AS peak_playbacks_score,
         rendition_share / $restream_rendition_share AS rendition_share_score,
         CAST(far_buckets AS DOUBLE) / $min_far_buckets AS far_buckets_score
     FROM signals
 ),
 decided AS (
-    SELECT *, greatest(concurrent_run_score, crowded_segments_score, rendition_share_score, far_buckets_score) AS score
+    SELECT *, greatest(concurrent_run_score, crowded_segments_score, peak_playbacks_score, rendition_share_score,
+                       far_buckets_score) AS score
     FROM scored
 )
 SELECT
@@ -225,6 +280,9 @@ SELECT
         CASE WHEN crowded_segments > 0 THEN concat(
             '3+ playbacks: ', crowded_segments, ' segments each fetched from 3+ addresses (up to ',
             most_addresses_per_segment, '), threshold ', $min_crowded_segments) END,
+        CASE WHEN peak_playbacks >= 3 THEN concat(
+            peak_playbacks, ' playbacks within one ', $bucket_s, 's bucket (places ', $parallel_gap_segments,
+            '+ segments apart, plus addresses repeating what another played), threshold ', $min_peak_playbacks) END,
         CASE WHEN rendition_share > 0 THEN concat(
             'parallel renditions: one address fetched ', round(rendition_share * 100, 1), '% of its ',
             media_segments, ' segments in 2+ renditions, threshold ', round($restream_rendition_share * 100, 1), '%') END,
@@ -237,6 +295,7 @@ SELECT
     1.0 AS threshold,
     concurrent_run, $min_concurrent_run AS concurrent_run_threshold, concurrent_run_score,
     crowded_segments, $min_crowded_segments AS crowded_segments_threshold, crowded_segments_score,
+    peak_playbacks, $min_peak_playbacks AS peak_playbacks_threshold, peak_playbacks_score,
     rendition_share, $restream_rendition_share AS rendition_share_threshold, rendition_share_score,
     far_buckets, $min_far_buckets AS far_buckets_threshold, far_buckets_score,
     most_addresses_per_segment, concurrent_buckets, shared_buckets, parallel_buckets, media_segments,

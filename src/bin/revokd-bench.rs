@@ -142,9 +142,14 @@ fn main() -> ExitCode {
                 .map(|s| {
                     let (kind, detail) = match &s.truth {
                         Truth::Honest(b) => ("honest", serde_json::json!({ "behaviour": b.name() })),
-                        Truth::Leak { peak_viewers, reaches_3_at, shared_from } => (
+                        Truth::Leak { peak_viewers, reaches_3_at, shared_from, shared_until } => (
                             "leak",
-                            serde_json::json!({ "peak_viewers": peak_viewers, "reaches_3_at": reaches_3_at, "shared_from": shared_from }),
+                            serde_json::json!({
+                                "peak_viewers": peak_viewers,
+                                "reaches_3_at": reaches_3_at,
+                                "shared_from": shared_from,
+                                "shared_until": shared_until,
+                            }),
                         ),
                         Truth::Restreamer => ("restreamer", serde_json::json!({})),
                     };

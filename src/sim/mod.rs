@@ -123,6 +123,8 @@ pub enum Truth {
         reaches_3_at: Option<f64>,
         /// When a second viewer started playing alongside the first.
         shared_from: f64,
+        /// When the last time two or more viewers were playing ended.
+        shared_until: f64,
     },
     Restreamer,
 }

@@ -508,7 +508,7 @@ impl<'a> Simulation<'a> {
                     preview.networks[0].1.ip = v6;
                 }
                 let preview_end = begin + self.uniform(5.0, 25.0);
-                self.play(session, &preview, content, begin, preview_end, quirks);
+                let _ = self.play(session, &preview, content, begin, preview_end, quirks);
                 viewer.player_ua = self.opt(Some(receiver));
                 viewer.media_referer = None;
             }
@@ -518,7 +518,7 @@ impl<'a> Simulation<'a> {
                 viewer.pool = (0..size).map(|_| self.home_ip(home)).collect();
             }
         }
-        self.play(session, &viewer, content, begin, finish, quirks);
+        let _ = self.play(session, &viewer, content, begin, finish, quirks);
         self.sessions.push(SessionTruth { session_id: id, token, truth: Truth::Honest(behaviour), live });
     }
 
@@ -542,8 +542,9 @@ impl<'a> Simulation<'a> {
             let owner = self.device(content, home);
             let begin = leak_at - self.uniform(60.0, 1800.0);
             let finish = (leak_at + self.lognormal(40.0 * 60.0, 0.5)).min(end);
-            spans.push((begin, finish));
-            self.play(session, &owner, content, begin, finish, Quirks::default());
+            if let Some(watching) = self.play(session, &owner, content, begin, finish, Quirks::default()) {
+                spans.push((watching, finish));
+            }
         }
         let mut joins: Vec<f64> = (0..viewers.saturating_sub(spans.len()).max(1))
             .map(|k| if k == 0 { leak_at } else { leak_at + self.uniform(0.0, join_span) })
@@ -570,14 +571,17 @@ impl<'a> Simulation<'a> {
             viewer.page_referer = self.opt(referer.clone());
             viewer.media_referer = self.opt(referer);
             let finish = (join + self.lognormal(15.0 * 60.0, 0.6).max(120.0)).min(end);
-            spans.push((join, finish));
-            self.play(session, &viewer, content, join, finish, Quirks::default());
+            // A viewer counts from its first segment: before that nothing shows it is watching.
+            if let Some(watching) = self.play(session, &viewer, content, join, finish, Quirks::default()) {
+                spans.push((watching, finish));
+            }
         }
-        let (peak_viewers, reaches_3_at, shared_from) = concurrency(&spans);
+        let (peak_viewers, reaches_3_at, shared) = concurrency(&spans);
+        let (shared_from, shared_until) = shared.unwrap_or((leak_at, leak_at));
         self.sessions.push(SessionTruth {
             session_id: id,
             token,
-            truth: Truth::Leak { peak_viewers, reaches_3_at, shared_from: shared_from.unwrap_or(leak_at) },
+            truth: Truth::Leak { peak_viewers, reaches_3_at, shared_from, shared_until },
             live,
         });
     }
@@ -679,9 +683,12 @@ impl<'a> Simulation<'a> {
         self.emit(session, &net, v.player_ua, v.media_referer, path, at, status, bytes, range, v.bandwidth)
     }
 
-    fn play(&mut self, session: u32, v: &Viewer, content: Content, begin: f64, finish: f64, quirks: Quirks) {
+    /// Plays from `begin` to `finish`; returns when the first media segment was delivered
+    /// (a viewer is watching from then on), if it was.
+    fn play(&mut self, session: u32, v: &Viewer, content: Content, begin: f64, finish: f64, quirks: Quirks) -> Option<f64> {
         let mut content = content;
         let mut t = begin;
+        let mut first_media = None;
         while t < finish {
             // Channel surfing: short stays on several channels, then a longer one.
             let stay_until = if quirks.surf && self.chance(0.85) {
@@ -689,15 +696,18 @@ impl<'a> Simulation<'a> {
             } else {
                 finish
             };
-            self.play_one(session, v, content, t, stay_until, quirks);
+            let first = self.play_one(session, v, content, t, stay_until, quirks);
+            first_media = first_media.or(first);
             t = stay_until + 0.5;
             if quirks.surf {
                 content = self.content(true);
             }
         }
+        first_media
     }
 
-    fn play_one(&mut self, session: u32, v: &Viewer, content: Content, begin: f64, finish: f64, quirks: Quirks) {
+    fn play_one(&mut self, session: u32, v: &Viewer, content: Content, begin: f64, finish: f64, quirks: Quirks) -> Option<f64> {
+        let mut first_media = None;
         let d = content.segment_s();
         let dir = content.dir();
         let packaging = content.packaging();
@@ -756,8 +766,10 @@ impl<'a> Simulation<'a> {
                 init_needed = false;
             }
             let bytes = segment_bytes(r, d, &mut self.rng);
+            // In one MP4 per rendition, segment n starts after n segments of that rendition:
+            // its offset is n times the mean segment size (audio included).
             let range = (packaging == Packaging::ByteRange).then(|| {
-                let per = (LADDER[r].1 * 1000.0 / 8.0 * d) as u64;
+                let per = mean_segment_bytes(r, d) as u64;
                 (n as u64 * per, n as u64 * per + bytes - 1)
             });
             // A player that notices a new network re-requests what was in flight on the old one.
@@ -773,6 +785,7 @@ impl<'a> Simulation<'a> {
             last_ip = ip_now;
             let path = segment_path(&dir, packaging, r, n);
             t = self.media(session, v, path, t, bytes, range);
+            first_media = first_media.or(Some(t));
             // ABR preloading: the next rendition's copy of the same segment.
             if preload_left > 0 && r + 1 < LADDER.len() {
                 let path = segment_path(&dir, packaging, r + 1, n);
@@ -811,12 +824,17 @@ impl<'a> Simulation<'a> {
                 burst = self.rng.usize(3..7);
             }
         }
+        first_media
     }
 }
 
+/// Video of the rendition plus 96 kbit/s audio, for `d` seconds.
+fn mean_segment_bytes(r: usize, d: f64) -> f64 {
+    (LADDER[r].1 + 96.0) * 1000.0 / 8.0 * d
+}
+
 fn segment_bytes(r: usize, d: f64, rng: &mut fastrand::Rng) -> u64 {
-    let nominal = LADDER[r].1 * 1000.0 / 8.0 * d + 96_000.0 / 8.0 * d;
-    (nominal * (0.8 + 0.4 * rng.f64())) as u64
+    (mean_segment_bytes(r, d) * (0.8 + 0.4 * rng.f64())) as u64
 }
 
 fn segment_path(dir: &str, packaging: Packaging, r: usize, n: i64) -> String {
@@ -829,22 +847,26 @@ fn segment_path(dir: &str, packaging: Packaging, r: usize, n: i64) -> String {
     }
 }
 
-/// Peak concurrency, when it first reached 3, and when it first reached 2.
-fn concurrency(spans: &[(f64, f64)]) -> (usize, Option<f64>, Option<f64>) {
+/// Peak concurrency, when it first reached 3, and from when to when two or more played.
+fn concurrency(spans: &[(f64, f64)]) -> (usize, Option<f64>, Option<(f64, f64)>) {
     let mut events: Vec<(f64, i32)> = spans.iter().flat_map(|&(a, b)| [(a, 1), (b, -1)]).collect();
     events.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    let (mut now, mut peak, mut at3, mut at2) = (0i32, 0i32, None, None);
+    let (mut now, mut peak, mut at3, mut from2, mut until2) = (0i32, 0i32, None, None, None);
     for (t, delta) in events {
+        let before = now;
         now += delta;
         peak = peak.max(now);
-        if now >= 2 && at2.is_none() {
-            at2 = Some(t);
+        if now >= 2 && from2.is_none() {
+            from2 = Some(t);
+        }
+        if before >= 2 && now < 2 {
+            until2 = Some(t);
         }
         if now >= 3 && at3.is_none() {
             at3 = Some(t);
         }
     }
-    (peak as usize, at3, at2)
+    (peak as usize, at3, from2.zip(until2))
 }
 
 #[cfg(test)]
@@ -853,9 +875,9 @@ mod tests {
 
     #[test]
     fn concurrency_sweep_finds_peak_and_third_viewer() {
-        let (peak, at3, at2) = concurrency(&[(0.0, 100.0), (10.0, 50.0), (40.0, 60.0), (55.0, 70.0)]);
+        let (peak, at3, shared) = concurrency(&[(0.0, 100.0), (10.0, 50.0), (40.0, 60.0), (55.0, 70.0)]);
         assert_eq!(peak, 3);
         assert_eq!(at3, Some(40.0));
-        assert_eq!(at2, Some(10.0));
+        assert_eq!(shared, Some((10.0, 70.0)));
     }
 }
