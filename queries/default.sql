@@ -44,33 +44,20 @@
 -- @param min_far_buckets          int     4    Buckets with edges more than far_km apart.
 
 WITH media AS (
-    SELECT
-        session_id,
-        epoch_s,
-        epoch_s / $bucket_s AS bucket,
-        CAST(c_ip AS VARCHAR) AS addr,
-        substr(CAST(edge AS VARCHAR), 1, 3) AS edge_code,
-        CAST(user_agent AS VARCHAR) AS ua,
-        CAST(referer AS VARCHAR) AS ref,
-        sc_bytes,
-        range_start,
-        regexp_replace(CAST(object_path AS VARCHAR), '/[^/]*$', '') AS rendition,
-        regexp_replace(CAST(object_path AS VARCHAR), '/[^/]*/([^/]*)$', '/${1}') AS unranked_segment,
-        regexp_replace(CAST(object_path AS VARCHAR), '/[^/]*/[^/]*$', '') AS title,
-        -- The number just before the file's extension (seg_000042.ts, chunk_42.m4s).
-        TRY_CAST(regexp_replace(CAST(object_path AS VARCHAR), '^.*?([0-9]+)\.[A-Za-z0-9]+$', '${1}') AS BIGINT) AS file_number,
-        CAST(object_path AS VARCHAR) AS path
+    SELECT session_id, epoch_s, epoch_s / $bucket_s AS bucket, c_ip AS addr, edge,
+           user_agent AS ua, referer AS ref, sc_bytes, range_start, title, rendition, file, file_number,
+           -- A segment is (title, file) across renditions; a range of one file is that file's
+           -- range in its rendition (offsets differ between renditions).
+           CASE WHEN range_start IS NULL THEN NULL ELSE rendition END AS range_rendition
     FROM requests
     WHERE epoch_s >= $window_start AND epoch_s < $window_end
       AND status IN (200, 206)
       AND sc_bytes > 0
       -- Media segments only: manifests and init segments are fetched by every player anew.
-      AND NOT (CAST(object_path AS VARCHAR) LIKE '%.m3u8' OR CAST(object_path AS VARCHAR) LIKE '%.mpd'
-               OR CAST(object_path AS VARCHAR) LIKE '%init%')
+      AND NOT (file LIKE '%.m3u8' OR file LIKE '%.mpd' OR file LIKE '%init%')
 ),
 positioned AS (
     SELECT *,
-        CASE WHEN range_start IS NOT NULL THEN concat(path, '@', range_start) ELSE unranked_segment END AS segment,
         -- Where in the title a request plays, in segments: the file's number, or for one file
         -- fetched by ranges, the first byte over the rendition's typical request size.
         CASE WHEN range_start IS NOT NULL
@@ -84,11 +71,13 @@ duplicated AS (
     SELECT session_id, bucket, count(DISTINCT addr) AS later_addresses
     FROM (
         SELECT session_id, bucket, addr,
-               row_number() OVER (PARTITION BY session_id, segment ORDER BY first_fetch, addr) AS nth_address
+               row_number() OVER (PARTITION BY session_id, title, file, range_rendition, range_start
+                                  ORDER BY first_fetch, addr) AS nth_address
         FROM (
-            SELECT session_id, segment, addr, min(epoch_s) AS first_fetch, min(bucket) AS bucket
+            SELECT session_id, title, file, range_rendition, range_start, addr,
+                   min(epoch_s) AS first_fetch, min(bucket) AS bucket
             FROM positioned
-            GROUP BY session_id, segment, addr
+            GROUP BY session_id, title, file, range_rendition, range_start, addr
         )
     )
     WHERE nth_address >= 2
@@ -98,9 +87,9 @@ crowded AS (
     -- Segments fetched from three or more addresses: three playbacks, whenever they happened.
     SELECT session_id, count(*) AS crowded_segments, max(addresses) AS most_addresses_per_segment
     FROM (
-        SELECT session_id, segment, count(DISTINCT addr) AS addresses
+        SELECT session_id, count(DISTINCT addr) AS addresses
         FROM positioned
-        GROUP BY session_id, segment
+        GROUP BY session_id, title, file, range_rendition, range_start
         HAVING count(DISTINCT addr) >= 3
     )
     GROUP BY session_id
@@ -195,11 +184,11 @@ renditions AS (
         FROM (
             -- Renditions of one segment fetched within one bucket: a ladder pulled in parallel,
             -- not a seek back that fetched it again at another bitrate.
-            SELECT session_id, addr, segment,
+            SELECT session_id, addr,
                    CASE WHEN max(epoch_s) - min(epoch_s) <= $bucket_s THEN count(DISTINCT rendition) ELSE 1 END AS renditions
             FROM positioned
             WHERE range_start IS NULL
-            GROUP BY session_id, addr, segment
+            GROUP BY session_id, addr, title, file
         )
         GROUP BY session_id, addr
     )
@@ -207,7 +196,8 @@ renditions AS (
 ),
 edge_buckets AS (
     SELECT DISTINCT p.session_id, p.bucket, e.latitude, e.longitude
-    FROM positioned p JOIN edge_locations e ON e.code = p.edge_code
+    FROM (SELECT DISTINCT session_id, bucket, edge FROM positioned) p
+    JOIN edge_locations e ON e.code = substr(CAST(p.edge AS VARCHAR), 1, 3)
 ),
 far AS (
     SELECT session_id, count(DISTINCT bucket) AS far_buckets, max(km) AS max_edge_km
@@ -224,15 +214,22 @@ far AS (
     WHERE km > $far_km
     GROUP BY session_id
 ),
-sessions AS (
+tool_agents AS (
+    -- Agents of tools rather than players; matched once per distinct agent of a session.
     SELECT session_id,
+           CAST(max(CASE WHEN regexp_like(CAST(ua AS VARCHAR), '(?i)(lavf|ffmpeg|libvlc|vlc/|curl/|wget|python|streamlink|kodi|go-http|okhttp/[0-9]|mpv)') THEN 1 ELSE 0 END) AS DOUBLE) AS tool_agent
+    FROM (SELECT DISTINCT session_id, ua FROM positioned WHERE ua IS NOT NULL)
+    GROUP BY session_id
+),
+sessions AS (
+    SELECT p.session_id,
            count(DISTINCT addr) AS ips,
            count(DISTINCT ua) AS user_agents,
            count(DISTINCT ref) AS referers,
            max(epoch_s) - min(epoch_s) AS duration_s,
-           CAST(max(CASE WHEN regexp_like(coalesce(ua, ''), '(?i)(lavf|ffmpeg|libvlc|vlc/|curl/|wget|python|streamlink|kodi|go-http|okhttp/[0-9]|mpv)') THEN 1 ELSE 0 END) AS DOUBLE) AS tool_agent
-    FROM positioned
-    GROUP BY session_id
+           coalesce(max(t.tool_agent), 0.0) AS tool_agent
+    FROM positioned p LEFT JOIN tool_agents t ON t.session_id = p.session_id
+    GROUP BY p.session_id
 ),
 signals AS (
     SELECT s.*,

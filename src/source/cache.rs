@@ -3,6 +3,10 @@
 //! run reads the Parquet instead of fetching and parsing the object again; a rewritten object
 //! (new ETag) is parsed afresh. A corrupt or unreadable cache file is deleted and the object
 //! parsed from its source: the cache can always be thrown away.
+//!
+//! Rows are stored sorted by time in small row groups, so a run reads only the row groups
+//! that overlap its window (from the Parquet min/max statistics): objects are named by the
+//! hour, windows are minutes.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -19,7 +23,9 @@ use super::cloudfront::{ParseStats, ParsedObject, REQUESTS_SCHEMA};
 use super::names::{LogObjectName, Window};
 
 /// Bumped whenever the `requests` schema or parsing rules change, so old files are ignored.
-const CACHE_FORMAT: &str = "revokd-requests-v1";
+const CACHE_FORMAT: &str = "revokd-requests-v3";
+/// Rows per row group: about a minute of a busy distribution's lines per object.
+const ROW_GROUP_ROWS: usize = 16 * 1024;
 const STATS_KEY: &str = "revokd.parse_stats";
 
 pub struct ParseCache {
@@ -48,9 +54,11 @@ impl ParseCache {
         self.dir.join(format!("{key}@{tag}@{}.parquet", meta.size))
     }
 
-    pub async fn get(&self, meta: &ObjectMeta) -> Option<CacheHit> {
+    /// The object's rows that can fall inside `window`, if cached.
+    pub async fn get(&self, meta: &ObjectMeta, window: &Window) -> Option<CacheHit> {
         let path = self.file_for(meta);
         let object = meta.location.to_string();
+        let (from, to) = (window.start.timestamp(), window.end.timestamp());
         tokio::task::spawn_blocking(move || {
             let file = match File::open(&path) {
                 Ok(f) => f,
@@ -60,7 +68,7 @@ impl ParseCache {
                     return None;
                 }
             };
-            match read_cached(file) {
+            match read_cached(file, from, to) {
                 Ok(hit) => Some(hit),
                 Err(message) => {
                     tracing::warn!(object, cache_file = %path.display(), error = %message, "corrupt parse cache file removed; parsing the object again");
@@ -79,6 +87,7 @@ impl ParseCache {
         let path = self.file_for(meta);
         let dir = self.dir.clone();
         let batches = parsed.batches.clone();
+        // Sorting copies the rows: done off the async runtime, with the write.
         let stats = parsed.stats;
         let object = meta.location.to_string();
         let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
@@ -127,11 +136,23 @@ fn sanitise(s: &str) -> String {
     out
 }
 
+/// One batch of all rows, sorted by `epoch_s`.
+fn sorted_by_time(batches: &[RecordBatch]) -> Result<Option<RecordBatch>, String> {
+    if batches.is_empty() {
+        return Ok(None);
+    }
+    let all = arrow::compute::concat_batches(&REQUESTS_SCHEMA, batches).map_err(|e| e.to_string())?;
+    let order = arrow::compute::sort_to_indices(all.column(0), None, None).map_err(|e| e.to_string())?;
+    Ok(Some(arrow::compute::take_record_batch(&all, &order).map_err(|e| e.to_string())?))
+}
+
 fn write_cached(path: &Path, batches: &[RecordBatch], stats: &ParseStats) -> Result<(), String> {
+    let sorted = sorted_by_time(batches)?;
     let file = File::create(path).map_err(|e| format!("creating {}: {e}", path.display()))?;
     let stats_json = serde_json::to_string(stats).expect("stats serialise");
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_key_value_metadata(Some(vec![
             parquet::file::metadata::KeyValue::new("revokd.format".into(), CACHE_FORMAT.to_string()),
             parquet::file::metadata::KeyValue::new(STATS_KEY.into(), stats_json),
@@ -139,14 +160,15 @@ fn write_cached(path: &Path, batches: &[RecordBatch], stats: &ParseStats) -> Res
         .build();
     let mut writer = ArrowWriter::try_new(file, REQUESTS_SCHEMA.clone(), Some(props))
         .map_err(|e| format!("writing {}: {e}", path.display()))?;
-    for batch in batches {
-        writer.write(batch).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    if let Some(batch) = sorted {
+        writer.write(&batch).map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
     writer.close().map_err(|e| format!("writing {}: {e}", path.display()))?;
     Ok(())
 }
 
-fn read_cached(file: File) -> Result<CacheHit, String> {
+/// Reads the row groups whose `epoch_s` range meets `[from, to)`.
+fn read_cached(file: File, from: i64, to: i64) -> Result<CacheHit, String> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| e.to_string())?;
     let kv = builder.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
     let value = |key: &str| kv.iter().find(|e| e.key == key).and_then(|e| e.value.clone());
@@ -159,11 +181,27 @@ fn read_cached(file: File) -> Result<CacheHit, String> {
     if builder.schema().fields() != REQUESTS_SCHEMA.fields() {
         return Err("schema differs from this version's".into());
     }
-    let reader = builder.with_batch_size(super::cloudfront::BATCH_ROWS).build().map_err(|e| e.to_string())?;
-    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
-    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let groups = builder.metadata().row_groups();
+    let rows: i64 = groups.iter().map(|g| g.num_rows()).sum();
     if rows as u64 != stats.rows {
         return Err(format!("holds {rows} rows where {} were parsed", stats.rows));
     }
+    let mut selected = Vec::new();
+    for (i, group) in groups.iter().enumerate() {
+        let range = match group.column(0).statistics() {
+            Some(parquet::file::statistics::Statistics::Int64(s)) => s.min_opt().zip(s.max_opt()).map(|(a, b)| (*a, *b)),
+            _ => None,
+        };
+        // Without statistics, read the group: never drop rows we cannot rule out.
+        if range.is_none_or(|(min, max)| max >= from && min < to) {
+            selected.push(i);
+        }
+    }
+    let reader = builder
+        .with_row_groups(selected)
+        .with_batch_size(super::cloudfront::BATCH_ROWS)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
     Ok(CacheHit { batches, stats })
 }

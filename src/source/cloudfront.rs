@@ -47,6 +47,13 @@ pub static REQUESTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("user_agent", dict(), true),
         // First byte of a range request (206), or NULL: tells apart the parts of one file.
         Field::new("range_start", DataType::Int64, true),
+        // `object_path` as `<title>/<rendition>/<file>`, the layout of HLS/DASH ladders
+        // (`/live/ch1` / `720p` / `seg_000042.ts`); shorter paths leave the leading parts empty.
+        Field::new("title", dict(), false),
+        Field::new("rendition", dict(), false),
+        Field::new("file", dict(), false),
+        // The number just before the file's extension (42 in seg_000042.ts), if any.
+        Field::new("file_number", DataType::Int64, true),
     ]))
 });
 
@@ -190,6 +197,24 @@ struct Entry<'a> {
     range_start: Option<i64>,
 }
 
+/// The parts of one distinct object path, computed once per batch dictionary entry.
+struct PathParts {
+    title: String,
+    rendition: String,
+    file: String,
+    file_number: Option<i64>,
+}
+
+/// Splits `<title>/<rendition>/<file>` from the right.
+pub fn path_parts(path: &str) -> (&str, &str, &str, Option<i64>) {
+    let (dir, file) = path.rsplit_once('/').unwrap_or(("", path));
+    let (title, rendition) = dir.rsplit_once('/').unwrap_or(("", dir));
+    let stem = file.rsplit_once('.').map_or(file, |(stem, _)| stem);
+    let digits = stem.bytes().rev().take_while(u8::is_ascii_digit).count();
+    let file_number = (digits > 0 && digits <= 18).then(|| stem[stem.len() - digits..].parse().ok()).flatten();
+    (title, rendition, file, file_number)
+}
+
 /// Accumulates rows of the `requests` table.
 struct Builders {
     epoch_s: Int64Builder,
@@ -202,6 +227,9 @@ struct Builders {
     referer: StringDictionaryBuilder<Int32Type>,
     user_agent: StringDictionaryBuilder<Int32Type>,
     range_start: Int64Builder,
+    /// Parts of each object path in this batch's dictionary, by dictionary key.
+    path_parts: Vec<PathParts>,
+    file_number: Int64Builder,
     len: usize,
 }
 
@@ -219,6 +247,8 @@ impl Builders {
             referer: dict(),
             user_agent: dict(),
             range_start: Int64Builder::with_capacity(BATCH_ROWS),
+            path_parts: Vec::new(),
+            file_number: Int64Builder::with_capacity(BATCH_ROWS),
             len: 0,
         }
     }
@@ -226,7 +256,17 @@ impl Builders {
     fn push(&mut self, e: &Entry<'_>, ua_scratch: &mut Vec<u8>) {
         self.epoch_s.append_value(e.epoch_s);
         self.session_id.append_value(e.session_id);
-        self.object_path.append_value(e.object_path);
+        let key = self.object_path.append(e.object_path).expect("fewer than 2^31 distinct paths per batch") as usize;
+        if key == self.path_parts.len() {
+            let (title, rendition, file, file_number) = path_parts(e.object_path);
+            self.path_parts.push(PathParts {
+                title: title.to_string(),
+                rendition: rendition.to_string(),
+                file: file.to_string(),
+                file_number,
+            });
+        }
+        self.file_number.append_option(self.path_parts[key].file_number);
         self.ip.append_value(e.ip);
         self.status.append_value(e.status);
         self.bytes.append_option(e.bytes);
@@ -245,10 +285,21 @@ impl Builders {
     }
 
     fn finish(&mut self) -> Result<RecordBatch, arrow::error::ArrowError> {
+        let object_path = self.object_path.finish();
+        // The path parts share the path column's keys: one value per distinct path.
+        let parts = std::mem::take(&mut self.path_parts);
+        let by_path = |part: fn(&PathParts) -> &str| -> Result<ArrayRef, arrow::error::ArrowError> {
+            let values = arrow::array::StringArray::from_iter_values(parts.iter().map(part));
+            Ok(Arc::new(arrow::array::DictionaryArray::<Int32Type>::try_new(
+                object_path.keys().clone(),
+                Arc::new(values),
+            )?))
+        };
+        let (title, rendition, file) = (by_path(|p| &p.title)?, by_path(|p| &p.rendition)?, by_path(|p| &p.file)?);
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.epoch_s.finish()),
             Arc::new(self.session_id.finish()),
-            Arc::new(self.object_path.finish()),
+            Arc::new(object_path),
             Arc::new(self.ip.finish()),
             Arc::new(self.status.finish()),
             Arc::new(self.bytes.finish()),
@@ -256,6 +307,10 @@ impl Builders {
             Arc::new(self.referer.finish()),
             Arc::new(self.user_agent.finish()),
             Arc::new(self.range_start.finish()),
+            title,
+            rendition,
+            file,
+            Arc::new(self.file_number.finish()),
         ];
         self.len = 0;
         RecordBatch::try_new(REQUESTS_SCHEMA.clone(), columns)
@@ -652,6 +707,30 @@ d111111abcdef8.cloudfront.net\thttps\t89\t0.001\t-\tTLSv1.2\tECDHE-RSA-AES128-GC
         assert_eq!(out, b"100%");
         url_decode_user_agent(b"a%zzb%4", &mut out);
         assert_eq!(out, b"a%zzb%4");
+    }
+
+    #[test]
+    fn object_paths_split_into_title_rendition_file_and_number() {
+        assert_eq!(path_parts("/live/ch1/720p/seg_000042.ts"), ("/live/ch1", "720p", "seg_000042.ts", Some(42)));
+        assert_eq!(path_parts("/vod/t/1080p/chunk_448792204.m4s"), ("/vod/t", "1080p", "chunk_448792204.m4s", Some(448792204)));
+        assert_eq!(path_parts("/vod/t/720p/media.mp4"), ("/vod/t", "720p", "media.mp4", None));
+        assert_eq!(path_parts("/master.m3u8"), ("", "", "master.m3u8", None));
+        assert_eq!(path_parts(""), ("", "", "", None));
+    }
+
+    #[test]
+    fn path_parts_are_stored_once_per_distinct_path_and_line_up_with_rows() {
+        let a = "/a.h.p.s/live/ch1/720p/seg_000001.ts";
+        let b = "/a.h.p.s/live/ch1/1080p/seg_000002.ts";
+        let text = format!("#Version: 1.0\n#Fields: {CURRENT_FIELDS}\n{}\n{}\n{}\n", line33(a, "x"), line33(b, "x"), line33(a, "x"));
+        let parsed = parse_log("p.gz", text.as_bytes()).unwrap();
+        let batch = &parsed.batches[0];
+        assert_eq!(strings(batch, "rendition"), vec![Some("720p".into()), Some("1080p".into()), Some("720p".into())]);
+        assert_eq!(strings(batch, "title"), vec![Some("/live/ch1".into()); 3]);
+        let numbers = batch.column_by_name("file_number").unwrap().as_primitive::<arrow::datatypes::Int64Type>();
+        assert_eq!(numbers.values().to_vec(), vec![1, 2, 1]);
+        let title = batch.column_by_name("title").unwrap().as_dictionary::<Int32Type>();
+        assert_eq!(title.values().len(), 2, "one value per distinct path");
     }
 
     #[test]

@@ -188,7 +188,7 @@ impl LogSource {
         let objects = self.list_window(window).await?;
         let mut stats = SourceStats { objects: objects.len() as u64, ..Default::default() };
         let loaded: Vec<_> = futures::stream::iter(objects)
-            .map(|meta| self.load_object(meta))
+            .map(|meta| self.load_object(meta, window))
             .buffered(self.max_concurrent_fetches)
             .try_collect()
             .await?;
@@ -209,10 +209,10 @@ impl LogSource {
         Ok(LoadedLogs { batches, stats })
     }
 
-    async fn load_object(&self, meta: ObjectMeta) -> Result<LoadedObject, SourceError> {
+    async fn load_object(&self, meta: ObjectMeta, window: &Window) -> Result<LoadedObject, SourceError> {
         let object = meta.location.to_string();
         if let Some(cache) = &self.cache
-            && let Some(hit) = cache.get(&meta).await
+            && let Some(hit) = cache.get(&meta, window).await
         {
             return Ok(LoadedObject { batches: hit.batches, stats: hit.stats, bytes_fetched: 0, from_cache: true });
         }

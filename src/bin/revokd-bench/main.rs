@@ -8,6 +8,11 @@ use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use revokd::sim::{self, Scenario, Truth, logfile::LogFileOptions};
 
+mod detection;
+mod speed;
+
+use detection::DetectionArgs;
+
 #[derive(Parser)]
 #[command(name = "revokd-bench", about = "Traffic generator and benchmarks for revokd")]
 struct Cli {
@@ -80,6 +85,24 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         trace: Vec<String>,
     },
+    /// Speed: revokd's cold run over an hour of gzip logs against DuckDB running the reference
+    /// scoring and against inflating the same files in parallel (the floor), measured in the
+    /// same run on the same files; then a run finding one new minute with the cache warm.
+    /// Run it on release builds: cargo build --release --bins.
+    Speed {
+        /// Log lines to generate (an hour of traffic, gzip files as CloudFront names them).
+        #[arg(long, default_value_t = 2_000_000)]
+        lines: usize,
+        /// Working directory (logs are generated once and reused).
+        #[arg(long, default_value = "target/speed-bench/data")]
+        dir: PathBuf,
+        /// Threads for the floor and DuckDB (revokd uses all cores); default: all cores.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Measure each command this many times and keep the fastest.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
 }
 
 fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
@@ -93,9 +116,20 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Speed { lines, dir, threads, repeat } => {
+            let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+            let dir = std::path::absolute(&dir).unwrap_or(dir);
+            match speed::speed(speed::SpeedArgs { lines, dir, threads, repeat }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("revokd-bench: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Detection { seeds, duration, sessions, leaks, restreamers, interval, lookback, queries, params, verbose, trace } => {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match runtime.block_on(detection(DetectionArgs {
+            match runtime.block_on(detection::detection(DetectionArgs {
                 seeds,
                 duration_s: duration.as_secs() as i64,
                 sessions,
@@ -175,133 +209,3 @@ fn main() -> ExitCode {
     }
 }
 
-struct DetectionArgs {
-    seeds: Vec<u64>,
-    duration_s: i64,
-    sessions: usize,
-    leaks: usize,
-    restreamers: usize,
-    interval_s: i64,
-    lookback_s: i64,
-    queries: Vec<String>,
-    params: Vec<String>,
-    verbose: bool,
-    trace: Vec<String>,
-}
-
-async fn detection(args: DetectionArgs) -> Result<(), String> {
-    use revokd::analysis::{Analyzer, DetectionQuery};
-    use revokd::sim::replay::{Evaluation, MinuteBatches, ReplayOptions, replay};
-
-    let mut analyzers = Vec::new();
-    for name in &args.queries {
-        let query = DetectionQuery::resolve(name, std::path::Path::new(".")).map_err(|e| e.to_string())?;
-        let mut overrides = std::collections::BTreeMap::new();
-        for p in &args.params {
-            let (k, v) = p.split_once('=').ok_or_else(|| format!("--param {p}: expected name=value"))?;
-            if query.declared.contains_key(k) {
-                let value = v.parse::<i64>().map(toml::Value::Integer)
-                    .or_else(|_| v.parse::<f64>().map(toml::Value::Float))
-                    .unwrap_or_else(|_| toml::Value::String(v.to_string()));
-                overrides.insert(k.to_string(), value);
-            }
-        }
-        let params = query.bind_params(&overrides).map_err(|(k, m)| format!("--param {k}: {m}"))?;
-        analyzers.push((name.clone(), Analyzer::new(query, params)));
-    }
-    let options = ReplayOptions { interval_s: args.interval_s, lookback_s: args.lookback_s };
-    let mut evaluations: Vec<Evaluation> = vec![Evaluation::default(); analyzers.len()];
-    let mut requests = 0;
-    for &seed in &args.seeds {
-        let scenario = Scenario {
-            seed,
-            start: 1_795_168_800, // 2026-11-20T10:00:00Z
-            duration_s: args.duration_s,
-            honest_sessions: args.sessions,
-            leaks: args.leaks,
-            restreamers: args.restreamers,
-            market: "US",
-        };
-        let traffic = sim::generate(&scenario);
-        requests += traffic.requests.len();
-        let batches = MinuteBatches::new(&traffic);
-        let runs = replay(&traffic, &batches, &analyzers, options, &args.trace).await.map_err(|e| e.to_string())?;
-        for r in &runs {
-            for (id, t, score) in &r.traces {
-                let truth = traffic.truth_of(id).map(|s| format!("{:?}", s.truth)).unwrap_or_default();
-                println!("trace {} {id} @{}: score {:?} flagged {} {truth}\n    {:?}\n    {:?}", r.name, t - scenario.start, score.score, score.flagged, score.reasons, score.signals);
-            }
-        }
-        for (evaluation, runs) in evaluations.iter_mut().zip(&runs) {
-            evaluation.add(&traffic, runs, args.interval_s);
-        }
-        eprintln!("seed {seed}: {} sessions, {} requests replayed", traffic.sessions.len(), traffic.requests.len());
-    }
-    print_detection(&args, &evaluations, requests);
-    Ok(())
-}
-
-fn print_detection(args: &DetectionArgs, evaluations: &[revokd::sim::replay::Evaluation], requests: usize) {
-    let names: Vec<&str> = args.queries.iter().map(String::as_str).collect();
-    let row = |label: &str, cells: Vec<String>| {
-        print!("{label:<34}");
-        for c in cells {
-            print!("{c:>22}");
-        }
-        println!();
-    };
-    println!(
-        "detection benchmark: seeds {:?}, {} h each, {} honest sessions + {} leaks + {} restreamers per seed, {} requests;",
-        args.seeds,
-        args.duration_s as f64 / 3600.0,
-        args.sessions,
-        args.leaks,
-        args.restreamers,
-        requests
-    );
-    println!("a run every {} s over the last {} s, as the daemon does", args.interval_s, args.lookback_s);
-    println!();
-    row("", names.iter().map(|n| n.to_string()).collect());
-    row("precision", evaluations.iter().map(|e| format!("{:.4}", e.precision())).collect());
-    row("recall", evaluations.iter().map(|e| format!("{:.4}", e.recall())).collect());
-    row("  leaks caught", evaluations.iter().map(|e| format!("{}/{}", e.leaks_caught, e.leaks)).collect());
-    row("  restreamers caught", evaluations.iter().map(|e| format!("{}/{}", e.restreamers_caught, e.restreamers)).collect());
-    row("honest sessions blocked", evaluations.iter().map(|e| {
-        let (b, t): (usize, usize) = e.honest.values().fold((0, 0), |a, v| (a.0 + v.0, a.1 + v.1));
-        format!("{b}/{t} ({:.2}%)", 100.0 * b as f64 / t.max(1) as f64)
-    }).collect());
-    if let Some(first) = evaluations.first() {
-        for behaviour in first.honest.keys() {
-            row(&format!("  {}", behaviour.name()), evaluations.iter().map(|e| {
-                let (b, t) = e.honest.get(behaviour).copied().unwrap_or_default();
-                format!("{b}/{t} ({:.2}%)", 100.0 * b as f64 / t.max(1) as f64)
-            }).collect());
-        }
-    }
-    row("worst behaviour blocked", evaluations.iter().map(|e| {
-        let (b, share) = e.worst_honest_share();
-        format!("{:.2}% {}", share * 100.0, b.name())
-    }).collect());
-    row("leaks reaching 3 viewers", evaluations.iter().map(|e| e.latencies.len().to_string()).collect());
-    row("  revoked within one run", evaluations.iter().map(|e| format!("{:.1}%", e.within_one_run() * 100.0)).collect());
-    let secs = |v: Option<i64>| v.map_or("never".to_string(), |s| format!("{s} s"));
-    row("  time to revoke, median", evaluations.iter().map(|e| secs(e.latency_percentile(0.5))).collect());
-    row("  time to revoke, p95", evaluations.iter().map(|e| secs(e.latency_percentile(0.95))).collect());
-    row("  time to revoke, max", evaluations.iter().map(|e| secs(e.latency_percentile(1.0))).collect());
-    row("analysis per run, median", evaluations.iter().map(|e| {
-        let mut v = e.analyse_ms.clone();
-        v.sort_by(f64::total_cmp);
-        format!("{:.0} ms", v.get(v.len() / 2).copied().unwrap_or(0.0))
-    }).collect());
-    if args.verbose {
-        for (name, e) in names.iter().zip(evaluations) {
-            for (b, id) in &e.false_positive_examples {
-                println!("{name}: honest {} blocked: {id}", b.name());
-            }
-            for (id, live, peak, late) in &e.slow_leaks {
-                let kind = if *live { "live" } else { "vod" };
-                println!("{name}: leak {id} ({kind}, peak {peak} viewers) revoked {}", late.map_or("never".into(), |l| format!("{l} s after reaching 3 viewers")));
-            }
-        }
-    }
-}

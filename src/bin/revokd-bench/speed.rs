@@ -1,0 +1,306 @@
+//! `revokd-bench speed`: revokd's cold run over an hour of logs against DuckDB running the
+//! reference scoring and against the decompression floor, on the same files in the same run;
+//! then the incremental case the daemon lives in (cache warm, one new minute of logs).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use revokd::sim::{self, Scenario, logfile::LogFileOptions};
+
+pub struct SpeedArgs {
+    pub lines: usize,
+    pub dir: PathBuf,
+    pub threads: usize,
+    pub repeat: usize,
+}
+
+/// 2026-11-20T10:00:00Z
+const START: i64 = 1_795_168_800;
+const HOUR: i64 = 3600;
+/// Requests per honest session-hour in the simulator, to size the population.
+const REQUESTS_PER_SESSION_HOUR: usize = 420;
+
+struct Measurement {
+    wall: Duration,
+    peak_rss_kib: Option<u64>,
+}
+
+/// Runs a command to completion; wall time and peak RSS (from the kernel's rusage).
+fn measure(cmd: &mut Command) -> Result<Measurement, String> {
+    let started = Instant::now();
+    let child = cmd.spawn().map_err(|e| format!("starting {cmd:?}: {e}"))?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value, and wait4 writes only into the two locals
+    // it is given, for the child this process just spawned.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = started.elapsed();
+    if waited != pid {
+        return Err(format!("waiting for {cmd:?}: {}", std::io::Error::last_os_error()));
+    }
+    std::mem::forget(child); // reaped above
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        return Err(format!("{cmd:?} failed (status {status})"));
+    }
+    Ok(Measurement { wall, peak_rss_kib: Some(usage.ru_maxrss as u64) })
+}
+
+fn best_of(repeat: usize, mut run: impl FnMut() -> Result<Measurement, String>) -> Result<Measurement, String> {
+    let mut best: Option<Measurement> = None;
+    for _ in 0..repeat.max(1) {
+        let m = run()?;
+        if best.as_ref().is_none_or(|b| m.wall < b.wall) {
+            best = Some(m);
+        }
+    }
+    Ok(best.expect("ran at least once"))
+}
+
+/// The logs: an hour of traffic, the last minute held back as the "new minute" object.
+struct Dataset {
+    new_minute: PathBuf,
+    files: Vec<PathBuf>,
+    lines: u64,
+    compressed_bytes: u64,
+}
+
+fn dataset(args: &SpeedArgs) -> Result<Dataset, String> {
+    let logs = args.dir.join("logs");
+    let new_minute = args.dir.join("new-minute");
+    let marker = args.dir.join("dataset.json");
+    let wanted = serde_json::json!({ "lines": args.lines, "seed": 42, "format": 1 });
+    let fresh = std::fs::read(&marker).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    if fresh.as_ref().map(|f| &f["params"]) != Some(&wanted) {
+        eprintln!("generating about {} lines of CloudFront logs under {} ...", args.lines, args.dir.display());
+        let _ = std::fs::remove_dir_all(&args.dir);
+        let scenario = Scenario {
+            seed: 42,
+            start: START,
+            duration_s: HOUR,
+            honest_sessions: args.lines / REQUESTS_PER_SESSION_HOUR,
+            leaks: 30,
+            restreamers: 10,
+            market: "US",
+        };
+        let mut traffic = sim::generate(&scenario);
+        let cut = traffic.requests.partition_point(|r| (r.ts as i64) < START + HOUR - 60);
+        let last_minute = traffic.requests.split_off(cut);
+        let options = LogFileOptions { distribution: "E2SPEEDBENCH".into(), ..Default::default() };
+        sim::logfile::write_files(&traffic, &logs, "", &options).map_err(|e| e.to_string())?;
+        traffic.requests = last_minute;
+        let late = LogFileOptions { late_share: 0.0, seed: 43, ..options };
+        sim::logfile::write_files(&traffic, &new_minute, "", &late).map_err(|e| e.to_string())?;
+        std::fs::write(&marker, serde_json::json!({ "params": wanted }).to_string()).map_err(|e| e.to_string())?;
+    }
+    let list = |dir: &Path| -> Result<Vec<PathBuf>, String> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .map(|e| e.map(|e| e.path()).map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?;
+        v.sort();
+        Ok(v)
+    };
+    let mut files = list(&logs)?;
+    files.extend(list(&new_minute)?);
+    let compressed_bytes = files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
+    // Lines, counted the way the floor reads them.
+    let (_, lines) = decompress_all(&files, 1, true)?;
+    Ok(Dataset { new_minute, files, lines, compressed_bytes })
+}
+
+/// Inflates every file with `threads` threads; returns (bytes inflated, lines if counted).
+fn decompress_all(files: &[PathBuf], threads: usize, count_lines: bool) -> Result<(u64, u64), String> {
+    let queue = Mutex::new(files.iter());
+    let totals = Mutex::new((0u64, 0u64));
+    let error = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| {
+                let mut buf = vec![0u8; 256 * 1024];
+                loop {
+                    let Some(path) = queue.lock().unwrap().next() else { return };
+                    let result = (|| -> std::io::Result<(u64, u64)> {
+                        let file = std::io::BufReader::with_capacity(256 * 1024, std::fs::File::open(path)?);
+                        let mut gz = flate2::bufread::MultiGzDecoder::new(file);
+                        let (mut bytes, mut lines) = (0u64, 0u64);
+                        loop {
+                            let n = gz.read(&mut buf)?;
+                            if n == 0 {
+                                return Ok((bytes, lines));
+                            }
+                            bytes += n as u64;
+                            if count_lines {
+                                lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+                            }
+                        }
+                    })();
+                    match result {
+                        Ok((b, l)) => {
+                            let mut t = totals.lock().unwrap();
+                            t.0 += b;
+                            t.1 += l;
+                        }
+                        Err(e) => *error.lock().unwrap() = Some(format!("{}: {e}", path.display())),
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = error.into_inner().unwrap() {
+        return Err(e);
+    }
+    let (bytes, lines) = totals.into_inner().unwrap();
+    // Each file has two header lines.
+    Ok((bytes, lines.saturating_sub(2 * files.len() as u64)))
+}
+
+fn revokd_binary() -> Result<PathBuf, String> {
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let path = me.with_file_name("revokd");
+    path.exists().then_some(path).ok_or_else(|| "revokd binary not found next to revokd-bench: build both (cargo build --release --bins)".into())
+}
+
+fn rfc3339(epoch: i64) -> String {
+    chrono::DateTime::from_timestamp(epoch, 0).expect("in range").to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// `revokd run` in its own state directory: `cold` wipes the state (and parse cache) first.
+fn revokd_run(args: &SpeedArgs, name: &str, logs: &Path, query: &str, lookback: &str, now: i64, cold: bool) -> Result<(Measurement, serde_json::Value), String> {
+    let dir = args.dir.join("runs").join(name);
+    if cold {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let config = format!(
+        "state_dir = \"state\"\n[logs]\nurl = \"{}\"\n[schedule]\nlookback = \"{lookback}\"\n[detection]\nquery = \"{query}\"\n",
+        logs.display()
+    );
+    std::fs::write(dir.join("revokd.toml"), config).map_err(|e| e.to_string())?;
+    let m = measure(
+        Command::new(revokd_binary()?)
+            .args(["run", "--config", "revokd.toml", "--now", &rfc3339(now), "--dry-run", "--report", "report.json", "--log-format", "json"])
+            .current_dir(&dir)
+            .env("RUST_LOG", "warn")
+            .stderr(std::process::Stdio::null()),
+    )?;
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("report.json")).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    Ok((m, report))
+}
+
+fn duckdb_venv(args: &SpeedArgs) -> Result<PathBuf, String> {
+    let venv = args.dir.parent().unwrap_or(Path::new(".")).join("bench-venv");
+    let python = venv.join("bin/python");
+    let ready = Command::new(&python).args(["-c", "import duckdb"]).output().is_ok_and(|o| o.status.success());
+    if !ready {
+        eprintln!("installing duckdb into {} ...", venv.display());
+        let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().is_ok_and(|s| s.success())
+            && Command::new(venv.join("bin/pip")).args(["install", "--quiet", "duckdb"]).status().is_ok_and(|s| s.success());
+        if !ok {
+            return Err("could not install duckdb (python3 -m venv; pip install duckdb)".into());
+        }
+    }
+    Ok(python)
+}
+
+pub fn speed(args: SpeedArgs) -> Result<(), String> {
+    let data = dataset(&args)?;
+    let threads = args.threads;
+    let end = START + HOUR;
+    let (inflated, _) = decompress_all(&data.files, 1, false)?;
+    println!(
+        "speed benchmark: {} lines, {} gzip files, {:.0} MB compressed / {:.0} MB inflated, {} threads, best of {}",
+        data.lines,
+        data.files.len(),
+        data.compressed_bytes as f64 / 1e6,
+        inflated as f64 / 1e6,
+        threads,
+        args.repeat
+    );
+    println!();
+    // Everything visible to the cold run: the hour, the held-back minute included.
+    let all_logs = args.dir.join("all-logs");
+    link_all(&all_logs, &data.files)?;
+
+    let floor = best_of(args.repeat, || {
+        let t = Instant::now();
+        decompress_all(&data.files, threads, false)?;
+        Ok(Measurement { wall: t.elapsed(), peak_rss_kib: None })
+    })?;
+    let zcat = best_of(1, || measure(Command::new("sh").arg("-c").arg("zcat \"$@\" > /dev/null").arg("zcat").args(&data.files)))?;
+    let cold = best_of(args.repeat, || revokd_run(&args, "cold-default", &all_logs, "default", "1h", end, true).map(|r| r.0))?;
+    let cold_reference =
+        best_of(args.repeat, || revokd_run(&args, "cold-reference", &all_logs, "reference", "1h", end, true).map(|r| r.0))?;
+    let python = duckdb_venv(&args)?;
+    let sql = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/reference_duckdb.sql");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/duckdb_reference.py");
+    let duckdb = best_of(args.repeat, || {
+        measure(
+            Command::new(&python)
+                .arg(&script)
+                .arg(&sql)
+                .arg(threads.to_string())
+                .arg((end - HOUR).to_string())
+                .arg(end.to_string())
+                .args(&data.files)
+                .stdout(std::process::Stdio::null()),
+        )
+    })?;
+
+    // The daemon's steady state: the cache holds the hour up to a minute ago; one new object
+    // with the last minute arrives; the run looks back 10 minutes.
+    let incremental_logs = args.dir.join("incremental-logs");
+    let older: Vec<PathBuf> = data.files.iter().filter(|f| !f.starts_with(&data.new_minute)).cloned().collect();
+    let incremental = best_of(args.repeat, || {
+        link_all(&incremental_logs, &older)?;
+        revokd_run(&args, "incremental", &incremental_logs, "default", "10m", end - 60, true)?;
+        link_all(&incremental_logs, &data.files)?;
+        revokd_run(&args, "incremental", &incremental_logs, "default", "10m", end, false).map(|r| r.0)
+    })?;
+    let cold_10m = best_of(args.repeat, || revokd_run(&args, "cold-10m", &all_logs, "default", "10m", end, true).map(|r| r.0))?;
+    let (_, report) = revokd_run(&args, "incremental", &incremental_logs, "default", "10m", end, false)?;
+    let from_cache = report["counters"]["objects_from_cache"].as_u64().unwrap_or(0);
+    let parsed = report["counters"]["objects_parsed"].as_u64().unwrap_or(0);
+
+    let lines = data.lines as f64;
+    let row = |label: &str, m: &Measurement, lines: Option<f64>| {
+        let rss = m.peak_rss_kib.map_or("-".to_string(), |k| format!("{:.0} MiB", k as f64 / 1024.0));
+        let rate = lines.map_or("-".to_string(), |l| format!("{:.2} M/s", l / m.wall.as_secs_f64() / 1e6));
+        println!("{label:<52} {:>9.2} s {rate:>11} {rss:>11}", m.wall.as_secs_f64());
+    };
+    println!("{:<52} {:>11} {:>11} {:>11}", "", "wall", "lines/s", "peak RSS");
+    row("(a) revokd run, cold, 1 h window, default detection", &cold, Some(lines));
+    row("    revokd run, cold, 1 h window, reference scoring", &cold_reference, Some(lines));
+    row("(b) DuckDB, reference scoring SQL over the gz files", &duckdb, Some(lines));
+    row(&format!("(c) floor: inflate only ({threads} threads, zlib-rs)"), &floor, Some(lines));
+    row("    zcat (1 thread)", &zcat, Some(lines));
+    row("revokd run, cold, 10 min window", &cold_10m, None);
+    row(&format!("revokd run, incremental: 1 new minute ({parsed} parsed, {from_cache} cached)"), &incremental, None);
+    println!();
+    let ratio = |a: &Measurement, b: &Measurement| a.wall.as_secs_f64() / b.wall.as_secs_f64();
+    println!("a / b (revokd / DuckDB)                 {:.2}   target <= 0.5", ratio(&cold, &duckdb));
+    println!("a / c (revokd / inflate floor)          {:.2}   target <= 1.3", ratio(&cold, &floor));
+    println!("revokd lines per second                 {:.2} M  target >= 1 M", lines / cold.wall.as_secs_f64() / 1e6);
+    println!(
+        "peak RSS, cold                          {:.0} MiB target <= 512 MiB",
+        cold.peak_rss_kib.unwrap_or(0) as f64 / 1024.0
+    );
+    println!("incremental / cold 1 h                  {:.3}  target <= 0.10", ratio(&incremental, &cold));
+    println!("incremental / cold 10 min               {:.3}", ratio(&incremental, &cold_10m));
+    Ok(())
+}
+
+/// Makes `dir` hold exactly symlinks to `files`.
+fn link_all(dir: &Path, files: &[PathBuf]) -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    for f in files {
+        let target = std::fs::canonicalize(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        std::os::unix::fs::symlink(&target, dir.join(f.file_name().expect("file name"))).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
