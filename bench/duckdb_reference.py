@@ -10,8 +10,12 @@ import duckdb
 
 sql_file, threads, start, end, *files = sys.argv[1:]
 sql = open(sql_file).read()
-files_sql = "[" + ",".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
-sql = sql.replace("{files}", files_sql).replace("{window_start}", str(int(start))).replace("{window_end}", str(int(end)))
+# One read_csv per file, joined with UNION ALL (see the SQL file's header for why).
+head, rest = sql.split("WITH raw AS (", 1)
+raw_select, tail = rest.split("\n),", 1)
+union = "\n    UNION ALL\n".join(raw_select.replace("{file}", "'" + f.replace("'", "''") + "'") for f in files)
+sql = head + "WITH raw AS (" + union + "\n)," + tail
+sql = sql.replace("{window_start}", str(int(start))).replace("{window_end}", str(int(end)))
 con = duckdb.connect()
 con.execute(f"SET threads = {int(threads)}")
 # Generous, and with somewhere to spill: the aggregation otherwise grows to all of RAM.

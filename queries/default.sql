@@ -43,12 +43,17 @@
 -- @param far_km                   float   2500 Edges farther apart than this serve separate viewers.
 -- @param min_far_buckets          int     4    Buckets with edges more than far_km apart.
 
+-- Statements before the last materialise what later ones read several times.
+CREATE TABLE positioned AS
 WITH media AS (
-    SELECT session_id, epoch_s, epoch_s / $bucket_s AS bucket, c_ip AS addr, edge,
-           user_agent AS ua, referer AS ref, sc_bytes, range_start, title, rendition, file, file_number,
+    -- Keys as plain text: DataFusion groups, sorts and joins them faster than dictionaries.
+    SELECT CAST(session_id AS VARCHAR) AS session_id, epoch_s, epoch_s / $bucket_s AS bucket,
+           CAST(c_ip AS VARCHAR) AS addr, edge, user_agent AS ua, referer AS ref, sc_bytes, range_start,
+           CAST(title AS VARCHAR) AS title, CAST(rendition AS VARCHAR) AS rendition,
+           CAST(file AS VARCHAR) AS file, file_number,
            -- A segment is (title, file) across renditions; a range of one file is that file's
            -- range in its rendition (offsets differ between renditions).
-           CASE WHEN range_start IS NULL THEN NULL ELSE rendition END AS range_rendition
+           CASE WHEN range_start IS NULL THEN NULL ELSE CAST(rendition AS VARCHAR) END AS range_rendition
     FROM requests
     WHERE epoch_s >= $window_start AND epoch_s < $window_end
       AND status IN (200, 206)
@@ -56,43 +61,43 @@ WITH media AS (
       -- Media segments only: manifests and init segments are fetched by every player anew.
       AND NOT (file LIKE '%.m3u8' OR file LIKE '%.mpd' OR file LIKE '%init%')
 ),
-positioned AS (
-    SELECT *,
-        -- Where in the title a request plays, in segments: the file's number, or for one file
-        -- fetched by ranges, the first byte over the rendition's typical request size.
-        CASE WHEN range_start IS NOT NULL
-             THEN CAST(range_start AS DOUBLE) / greatest(avg(sc_bytes) OVER (PARTITION BY session_id, rendition), 1)
-             ELSE CAST(file_number AS DOUBLE) END AS position
+typical_size AS (
+    -- The rendition's typical request size: turns a range's first byte into a position.
+    SELECT session_id, rendition, greatest(avg(sc_bytes), 1) AS request_bytes
     FROM media
-),
-duplicated AS (
+    GROUP BY session_id, rendition
+)
+SELECT m.*,
+       -- Where in the title a request plays, in segments: the file's number, or for one file
+       -- fetched by ranges, the first byte over the rendition's typical request size.
+       CASE WHEN m.range_start IS NOT NULL THEN CAST(m.range_start AS DOUBLE) / t.request_bytes
+            ELSE CAST(m.file_number AS DOUBLE) END AS position
+FROM media m
+JOIN typical_size t ON t.session_id = m.session_id AND t.rendition = m.rendition;
+
+CREATE TABLE candidate_buckets AS
+WITH duplicated AS (
     -- Per bucket, the addresses that fetched a segment another address had fetched before:
     -- each is one more playback of the same part.
+    -- Windows are partitioned by session only, ordered by the finer keys, and compare with
+    -- the previous row's keys: DataFusion's per-partition cost makes a window over a
+    -- million one-row partitions several times slower than one over a few thousand sessions.
     SELECT session_id, bucket, count(DISTINCT addr) AS later_addresses
     FROM (
         SELECT session_id, bucket, addr,
-               row_number() OVER (PARTITION BY session_id, title, file, range_rendition, range_start
-                                  ORDER BY first_fetch, addr) AS nth_address
+               (title = (lag(title) OVER w)) AND (file = (lag(file) OVER w))
+               AND (range_rendition IS NOT DISTINCT FROM (lag(range_rendition) OVER w))
+               AND (range_start IS NOT DISTINCT FROM (lag(range_start) OVER w)) AS repeated_segment
         FROM (
             SELECT session_id, title, file, range_rendition, range_start, addr,
                    min(epoch_s) AS first_fetch, min(bucket) AS bucket
             FROM positioned
             GROUP BY session_id, title, file, range_rendition, range_start, addr
         )
+        WINDOW w AS (PARTITION BY session_id ORDER BY title, file, range_rendition, range_start, first_fetch, addr)
     )
-    WHERE nth_address >= 2
+    WHERE repeated_segment
     GROUP BY session_id, bucket
-),
-crowded AS (
-    -- Segments fetched from three or more addresses: three playbacks, whenever they happened.
-    SELECT session_id, count(*) AS crowded_segments, max(addresses) AS most_addresses_per_segment
-    FROM (
-        SELECT session_id, count(DISTINCT addr) AS addresses
-        FROM positioned
-        GROUP BY session_id, title, file, range_rendition, range_start
-        HAVING count(DISTINCT addr) >= 3
-    )
-    GROUP BY session_id
 ),
 per_address_bucket AS (
     SELECT session_id, bucket, title, addr, median(position) AS position, count(*) AS requests
@@ -107,9 +112,11 @@ position_clusters AS (
            sum(CASE WHEN gap >= $parallel_gap_segments THEN 1 ELSE 0 END) + 1 AS places
     FROM (
         SELECT session_id, bucket, title,
-               position - lag(position) OVER (PARTITION BY session_id, bucket, title ORDER BY position) AS gap
+               CASE WHEN (bucket = (lag(bucket) OVER w)) AND (title = (lag(title) OVER w))
+                    THEN position - lag(position) OVER w END AS gap
         FROM per_address_bucket
         WHERE requests >= 2
+        WINDOW w AS (PARTITION BY session_id ORDER BY bucket, title, position)
     )
     GROUP BY session_id, bucket, title
 ),
@@ -119,27 +126,9 @@ apart AS (
     FROM position_clusters
     WHERE places >= 2
     GROUP BY session_id, bucket
-),
-addresses_per_bucket AS (
-    -- Addresses seen in the bucket, and how often consecutive requests (in time order) come
-    -- from another address than the one before: a hand-off from one network to the next
-    -- changes once; playbacks at the same time keep alternating.
-    SELECT session_id, bucket, count(DISTINCT addr) AS addresses,
-           sum(CASE WHEN previous IS NOT NULL AND previous <> addr THEN 1 ELSE 0 END) AS alternations
-    FROM (
-        SELECT session_id, bucket, addr,
-               lag(addr) OVER (PARTITION BY session_id, bucket ORDER BY epoch_s, addr) AS previous
-        FROM positioned
-    )
-    GROUP BY session_id, bucket
-),
-concurrent_buckets AS (
-    -- Playbacks at once in a bucket: the places a title is played in, plus the addresses
-    -- repeating a part someone else played, but never more than the addresses seen. Only
-    -- buckets with two or more are kept.
-    SELECT e.session_id, e.bucket,
-           least(e.playbacks, a.addresses) AS playbacks, e.dup, e.apart
-    FROM (
+)
+    -- Buckets with a sign of two playbacks: the places a title is played in, plus the
+    -- addresses repeating a part someone else played.
     SELECT session_id, bucket,
            max(places) + max(later_addresses) AS playbacks,
            max(CASE WHEN later_addresses > 0 THEN 1 ELSE 0 END) AS dup,
@@ -149,8 +138,39 @@ concurrent_buckets AS (
         UNION ALL
         SELECT session_id, bucket, places, 0 AS later_addresses FROM apart
     )
+    GROUP BY session_id, bucket;
+
+WITH crowded AS (
+    -- Segments fetched from three or more addresses: three playbacks, whenever they happened.
+    SELECT session_id, count(*) AS crowded_segments, max(addresses) AS most_addresses_per_segment
+    FROM (
+        SELECT session_id, count(DISTINCT addr) AS addresses
+        FROM positioned
+        GROUP BY session_id, title, file, range_rendition, range_start
+        HAVING count(DISTINCT addr) >= 3
+    )
+    GROUP BY session_id
+),
+addresses_per_bucket AS (
+    -- In those buckets only: addresses seen, and how often consecutive requests (in time
+    -- order) come from another address than the one before: a hand-off from one network to
+    -- the next changes once; playbacks at the same time keep alternating.
+    SELECT session_id, bucket, count(DISTINCT addr) AS addresses, sum(alternation) AS alternations
+    FROM (
+        SELECT p.session_id, p.bucket, p.addr,
+               CASE WHEN (p.bucket = (lag(p.bucket) OVER w)) AND (p.addr <> (lag(p.addr) OVER w)) THEN 1 ELSE 0 END AS alternation
+        FROM positioned p
+        JOIN candidate_buckets c ON c.session_id = p.session_id AND c.bucket = p.bucket
+        WINDOW w AS (PARTITION BY p.session_id ORDER BY p.bucket, p.epoch_s, p.addr)
+    )
     GROUP BY session_id, bucket
-    ) e JOIN addresses_per_bucket a ON a.session_id = e.session_id AND a.bucket = e.bucket
+),
+concurrent_buckets AS (
+    -- Playbacks at once in a bucket, never more than the addresses seen; only buckets whose
+    -- addresses alternate are kept.
+    SELECT c.session_id, c.bucket, least(c.playbacks, a.addresses) AS playbacks, c.dup, c.apart
+    FROM candidate_buckets c
+    JOIN addresses_per_bucket a ON a.session_id = c.session_id AND a.bucket = c.bucket
     WHERE a.alternations >= $min_alternations
 ),
 islands AS (

@@ -383,3 +383,45 @@ fn a_valid_custom_query_drives_the_run_with_its_bound_parameters() {
     assert_eq!(ids, vec!["leak3", "leak2"]);
     assert_eq!(report["flagged"][0]["reasons"][0], "3 addresses >= 2");
 }
+
+#[test]
+fn a_custom_query_may_materialise_tables_before_its_last_statement() {
+    let work = Workdir::new();
+    write_hour(&work.path("logs"), &two_leaks());
+    // The window is bound inside the CREATE TABLE statement too; the `;` in the text literal
+    // must not split the statement.
+    work.write(
+        "mine.sql",
+        "-- @param min_ips int 3 flag sessions seen from at least this many addresses\n\
+         CREATE TABLE in_window AS\n\
+         SELECT session_id, c_ip FROM requests WHERE epoch_s >= $window_start AND epoch_s < $window_end;\n\
+         SELECT session_id, CAST(count(DISTINCT c_ip) AS DOUBLE) AS score,\n\
+                count(DISTINCT c_ip) >= $min_ips AS flagged,\n\
+                concat(count(DISTINCT c_ip), ' addresses; at least ', $min_ips) AS reasons\n\
+         FROM in_window GROUP BY session_id;\n",
+    );
+    work.write("revokd.toml", "state_dir = \"state\"\n[logs]\nurl = \"logs\"\n[detection]\nquery = \"mine.sql\"\n[detection.params]\nmin_ips = 3\n");
+    work.ok(&["check-config", "--config", "revokd.toml"]);
+    work.ok(&["run", "--config", "revokd.toml", "--now", &rfc3339(T0 + 600), "--report", "report.json"]);
+    let report = work.report("report.json");
+    let ids: Vec<&str> = report["flagged"].as_array().unwrap().iter().map(|f| f["session_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec!["leak3"]);
+    // Outside the window nothing is in the materialised table: nothing is flagged.
+    work.ok(&["run", "--config", "revokd.toml", "--now", &rfc3339(T0 + 86_400), "--dry-run", "--report", "later.json"]);
+    assert_eq!(work.report("later.json")["counters"]["flagged"], 0);
+}
+
+#[test]
+fn a_custom_query_with_a_leading_statement_other_than_create_table_is_rejected() {
+    let work = Workdir::new();
+    std::fs::create_dir_all(work.path("logs")).unwrap();
+    work.write(
+        "mine.sql",
+        "SELECT 1;\nSELECT session_id, 1.0 AS score, true AS flagged, 'x' AS reasons FROM requests GROUP BY session_id\n",
+    );
+    work.write("revokd.toml", "[logs]\nurl = \"logs\"\n[detection]\nquery = \"mine.sql\"\n");
+    let out = work.revokd(&["check-config", "--config", "revokd.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("mine.sql") && stderr.contains("CREATE TABLE"), "{stderr}");
+}

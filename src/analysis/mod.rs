@@ -9,6 +9,11 @@
 //!
 //! A query must return one row per session with the columns of [`REQUIRED_COLUMNS`]; every
 //! other numeric column is reported as a named signal of the decision.
+//!
+//! A query file may hold several statements: all but the last are `CREATE TABLE name AS
+//! SELECT …`, run in order, and materialise intermediate results the last one reads more than
+//! once (DataFusion inlines a CTE at every reference, recomputing it each time). The last
+//! statement returns the sessions.
 
 mod query;
 
@@ -20,7 +25,9 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
+use datafusion::dataframe::DataFrame;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::DFParser;
 
 pub use query::{DetectionQuery, ParamDecl, ParamType, QueryError, BUILTIN_QUERIES};
 
@@ -111,6 +118,10 @@ pub enum AnalysisError {
         found: DataType,
         expected: &'static str,
     },
+    #[error("detection query {query} holds no SQL statement")]
+    Empty { query: String },
+    #[error("detection query {query}: only `CREATE TABLE name AS SELECT …` may come before the last statement, found: {statement}")]
+    NotCreateTable { query: String, statement: String },
 }
 
 /// One session as the detection query judged it.
@@ -225,13 +236,40 @@ impl Analyzer {
     pub async fn validate(&self) -> Result<(), AnalysisError> {
         let ctx = self.context(Vec::new())?;
         let window = Window { start: chrono::DateTime::UNIX_EPOCH, end: chrono::DateTime::UNIX_EPOCH };
-        let df = ctx.sql(&self.query.sql).await.map_err(|e| self.err(e))?;
-        let df = df.with_param_values(self.bound(&window)).map_err(|e| self.err(e))?;
+        let df = self.prepare(&ctx, &window, false).await?;
         let schema = df.schema().as_arrow().clone();
         self.check_columns(&schema)?;
         // Execute too: some errors (types of bound values) only surface then.
         df.collect().await.map_err(|e| self.err(e))?;
         Ok(())
+    }
+
+    /// Runs the query's leading `CREATE TABLE … AS` statements, then plans the last one (as
+    /// EXPLAIN ANALYZE when `explain`), every statement with the parameters bound.
+    async fn prepare(&self, ctx: &SessionContext, window: &Window, explain: bool) -> Result<DataFrame, AnalysisError> {
+        let mut statements = DFParser::parse_sql(&self.query.sql).map_err(|e| self.err(e))?;
+        let Some(last) = statements.pop_back() else {
+            return Err(AnalysisError::Empty { query: self.query.name.clone() });
+        };
+        for (number, statement) in statements.into_iter().enumerate() {
+            let started = std::time::Instant::now();
+            let plan = ctx.state().statement_to_plan(statement).await.map_err(|e| self.err(e))?;
+            if !matches!(plan, datafusion::logical_expr::LogicalPlan::Ddl(_)) {
+                return Err(AnalysisError::NotCreateTable { query: self.query.name.clone(), statement: plan.display().to_string() });
+            }
+            let plan = plan.with_param_values(self.bound(window)).map_err(|e| self.err(e))?;
+            ctx.execute_logical_plan(plan).await.map_err(|e| self.err(e))?.collect().await.map_err(|e| self.err(e))?;
+            tracing::debug!(query = %self.query.name, statement = number + 1, elapsed_ms = started.elapsed().as_millis() as u64, "materialised");
+        }
+        let mut plan = ctx.state().statement_to_plan(last).await.map_err(|e| self.err(e))?;
+        if explain {
+            plan = datafusion::logical_expr::LogicalPlanBuilder::from(plan)
+                .explain(false, true)
+                .and_then(|b| b.build())
+                .map_err(|e| self.err(e))?;
+        }
+        let plan = plan.with_param_values(self.bound(window)).map_err(|e| self.err(e))?;
+        ctx.execute_logical_plan(plan).await.map_err(|e| self.err(e))
     }
 
     fn check_columns(&self, schema: &arrow::datatypes::Schema) -> Result<(), AnalysisError> {
@@ -260,8 +298,7 @@ impl Analyzer {
     /// Scores every session in the window.
     pub async fn analyse(&self, batches: Vec<RecordBatch>, window: &Window) -> Result<Vec<SessionScore>, AnalysisError> {
         let ctx = self.context(batches)?;
-        let df = ctx.sql(&self.query.sql).await.map_err(|e| self.err(e))?;
-        let df = df.with_param_values(self.bound(window)).map_err(|e| self.err(e))?;
+        let df = self.prepare(&ctx, window, false).await?;
         self.check_columns(df.schema().as_arrow())?;
         let results = df.collect().await.map_err(|e| self.err(e))?;
         let mut scores = Vec::new();
@@ -276,6 +313,24 @@ impl Analyzer {
                 .then_with(|| a.session_id.cmp(&b.session_id))
         });
         Ok(scores)
+    }
+
+    /// Runs the query and returns DataFusion's EXPLAIN ANALYZE: each operator with its rows
+    /// and time, to see where a query spends its time before optimising it.
+    pub async fn explain_analyze(&self, batches: Vec<RecordBatch>, window: &Window) -> Result<String, AnalysisError> {
+        let ctx = self.context(batches)?;
+        let df = self.prepare(&ctx, window, true).await?;
+        let batches = df.collect().await.map_err(|e| self.err(e))?;
+        // Rows of (plan_type, plan): the plan with metrics is the text in the second column.
+        let mut text = String::new();
+        for batch in &batches {
+            let plans = cast(batch.column(1), &DataType::Utf8).map_err(|e| self.err(e.into()))?;
+            for plan in plans.as_string::<i32>().iter().flatten() {
+                text.push_str(plan);
+                text.push('\n');
+            }
+        }
+        Ok(text)
     }
 
     fn convert(&self, batch: &RecordBatch, out: &mut Vec<SessionScore>) -> Result<(), AnalysisError> {

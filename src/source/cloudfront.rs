@@ -409,8 +409,14 @@ fn parse_entry<'a>(
     let (mut date, mut time, mut uri, mut ip, mut status, mut bytes) = (None, None, None, None, None, None);
     let (mut edge, mut referer, mut ua, mut range) = (None, None, None, None);
     let mut found = 0;
-    for (value, i) in line.split(|&b| b == b'\t').zip(0..) {
-        found = i + 1;
+    let mut start = 0;
+    // memchr finds the tabs with SIMD: a line is ~700 bytes, most of it fields nobody reads.
+    let mut tabs = memchr::memchr_iter(b'\t', line);
+    loop {
+        let end = tabs.next();
+        let value = &line[start..end.unwrap_or(line.len())];
+        let i = found;
+        found += 1;
         match map.role_at.get(i).copied().flatten() {
             None => {}
             Some(Role::Date) => date = Some(value),
@@ -423,6 +429,10 @@ fn parse_entry<'a>(
             Some(Role::Referer) => referer = non_empty(value),
             Some(Role::UserAgent) => ua = non_empty(value),
             Some(Role::RangeStart) => range = non_empty(value),
+        }
+        match end {
+            Some(tab) => start = tab + 1,
+            None => break,
         }
     }
     if found != map.field_count {
@@ -474,9 +484,9 @@ fn non_empty(v: &[u8]) -> Option<&[u8]> {
 /// layout of Secure Media Delivery at the Edge) and a non-empty session id.
 pub fn split_session(uri: &[u8]) -> Option<(&[u8], &[u8])> {
     let path = uri.strip_prefix(b"/")?;
-    let seg_end = path.iter().position(|&b| b == b'/').unwrap_or(path.len());
+    let seg_end = memchr::memchr(b'/', path).unwrap_or(path.len());
     let (segment, rest) = path.split_at(seg_end);
-    let mut dots = segment.iter().enumerate().filter(|(_, b)| **b == b'.').map(|(i, _)| i);
+    let mut dots = memchr::memchr_iter(b'.', segment);
     let first_dot = dots.next()?;
     if dots.count() != 2 || first_dot == 0 {
         return None;

@@ -216,21 +216,73 @@ impl LogSource {
         {
             return Ok(LoadedObject { batches: hit.batches, stats: hit.stats, bytes_fetched: 0, from_cache: true });
         }
-        let bytes = self
-            .store
-            .get(&meta.location)
-            .await
-            .map_err(|source| SourceError::Fetch { object: object.clone(), source })?
-            .bytes()
-            .await
-            .map_err(|source| SourceError::Fetch { object: object.clone(), source })?;
-        let bytes_fetched = bytes.len() as u64;
+        let body = ObjectReader::new(self.store.clone(), meta.location.clone(), meta.size);
+        let bytes_fetched = meta.size;
         let name = object.clone();
-        let parsed = tokio::task::spawn_blocking(move || parse_bytes(&name, &bytes)).await??;
+        let parsed = tokio::task::spawn_blocking(move || parse_reader(&name, body)).await??;
         if let Some(cache) = &self.cache {
             cache.put(&meta, &parsed).await;
         }
         Ok(LoadedObject { batches: parsed.batches, stats: parsed.stats, bytes_fetched, from_cache: false })
+    }
+}
+
+/// Reads an object in ranged requests of [`ObjectReader::CHUNK`] bytes, fetching the next
+/// while the current one is parsed: memory stays at two chunks per object in flight, not
+/// whole objects, and large requests keep S3 and local files alike efficient (a plain
+/// `get` stream of a local file comes in 8 KiB pieces). For use on a blocking thread.
+struct ObjectReader {
+    store: Arc<dyn ObjectStore>,
+    location: ObjectPath,
+    size: u64,
+    next_offset: u64,
+    current: bytes::Bytes,
+    position: usize,
+    pending: Option<tokio::task::JoinHandle<object_store::Result<bytes::Bytes>>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl ObjectReader {
+    const CHUNK: u64 = 4 * 1024 * 1024;
+
+    fn new(store: Arc<dyn ObjectStore>, location: ObjectPath, size: u64) -> Self {
+        let mut reader = ObjectReader {
+            store,
+            location,
+            size,
+            next_offset: 0,
+            current: bytes::Bytes::new(),
+            position: 0,
+            pending: None,
+            runtime: tokio::runtime::Handle::current(),
+        };
+        reader.fetch_next();
+        reader
+    }
+
+    fn fetch_next(&mut self) {
+        if self.next_offset >= self.size {
+            return;
+        }
+        let range = self.next_offset..self.size.min(self.next_offset + Self::CHUNK);
+        self.next_offset = range.end;
+        let (store, location) = (self.store.clone(), self.location.clone());
+        self.pending = Some(self.runtime.spawn(async move { store.get_range(&location, range).await }));
+    }
+}
+
+impl std::io::Read for ObjectReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.position == self.current.len() {
+            let Some(pending) = self.pending.take() else { return Ok(0) };
+            self.current = self.runtime.block_on(pending).map_err(std::io::Error::other)?.map_err(std::io::Error::other)?;
+            self.position = 0;
+            self.fetch_next();
+        }
+        let n = buf.len().min(self.current.len() - self.position);
+        buf[..n].copy_from_slice(&self.current[self.position..self.position + n]);
+        self.position += n;
+        Ok(n)
     }
 }
 
@@ -244,11 +296,67 @@ struct LoadedObject {
 /// Parses one object's bytes, gzip or plain (told apart by the gzip magic number, not the
 /// name).
 pub fn parse_bytes(object: &str, bytes: &[u8]) -> Result<cloudfront::ParsedObject, cloudfront::ParseError> {
+    parse_reader(object, bytes)
+}
+
+/// Parses one object read from `body`, gzip or plain (told apart by the gzip magic number,
+/// not the name).
+pub fn parse_reader(object: &str, body: impl std::io::Read) -> Result<cloudfront::ParsedObject, cloudfront::ParseError> {
+    use std::io::Read;
     const READ_BUFFER: usize = 256 * 1024;
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        let decoder = flate2::bufread::MultiGzDecoder::new(bytes);
+    let mut body = std::io::BufReader::with_capacity(READ_BUFFER, body);
+    // A stream may deliver its first bytes one at a time: read the two magic bytes for sure,
+    // then put them back in front.
+    let mut magic = Vec::with_capacity(2);
+    (&mut body)
+        .take(2)
+        .read_to_end(&mut magic)
+        .map_err(|source| cloudfront::ParseError::Io { object: object.to_string(), line: 1, source })?;
+    let gzip = magic == [0x1f, 0x8b];
+    let body = std::io::BufReader::with_capacity(READ_BUFFER, std::io::Cursor::new(magic).chain(body));
+    if gzip {
+        let decoder = flate2::bufread::MultiGzDecoder::new(body);
         cloudfront::parse_log(object, std::io::BufReader::with_capacity(READ_BUFFER, decoder))
     } else {
-        cloudfront::parse_log(object, bytes)
+        cloudfront::parse_log(object, body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that hands out one byte per call, as a network stream may.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let Some((first, rest)) = self.0.split_first() else { return Ok(0) };
+            if buf.is_empty() {
+                return Ok(0);
+            }
+            buf[0] = *first;
+            self.0 = rest;
+            Ok(1)
+        }
+    }
+
+    fn gzip(text: &str) -> Vec<u8> {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(text.as_bytes()).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn gzip_is_recognised_even_when_the_stream_delivers_one_byte_at_a_time() {
+        let line = "2026-11-20\t10:00:00\tIAD89-C1\t500000\t198.51.100.7\tGET\td.cloudfront.net\t/abc.h.p.s/live/ch1/720p/seg_1.ts\t200\t-\tMozilla/5.0%20X\t-\t-\tHit\tid\tcdn.example\thttps\t100\t0.01\t-\tTLSv1.3\tTLS_AES_128_GCM_SHA256\tHit\tHTTP/2.0\t-\t-\t443\t0.01\tHit\tvideo/MP2T\t500000\t-\t-\n";
+        let text = format!("#Version: 1.0\n#Fields: {}\n{line}", cloudfront::CURRENT_FIELDS);
+        let compressed = gzip(&text);
+        let from_trickle = parse_reader("trickle.gz", Trickle(&compressed)).unwrap();
+        assert_eq!(from_trickle.stats.rows, 1);
+        assert_eq!(from_trickle.stats.malformed_lines, 0);
+        let plain = parse_reader("plain.log", Trickle(text.as_bytes())).unwrap();
+        assert_eq!(plain.stats.rows, 1);
     }
 }

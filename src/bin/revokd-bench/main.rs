@@ -103,6 +103,15 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         repeat: usize,
     },
+    /// Where a run spends its time: reads the logs of a config's window (timing the read),
+    /// then prints DataFusion's EXPLAIN ANALYZE of its detection query, operator by operator.
+    Profile {
+        #[arg(long)]
+        config: PathBuf,
+        /// Analyse as if it were this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        now: DateTime<Utc>,
+    },
 }
 
 fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
@@ -116,6 +125,13 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Profile { config, now } => match profile(&config, now) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("revokd-bench profile: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Speed { lines, dir, threads, repeat } => {
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
             let dir = std::path::absolute(&dir).unwrap_or(dir);
@@ -209,3 +225,29 @@ fn main() -> ExitCode {
     }
 }
 
+
+fn profile(config: &std::path::Path, now: DateTime<Utc>) -> Result<(), String> {
+    let config = revokd::config::Config::load(Some(config)).map_err(|e| e.to_string())?;
+    // Shows the time of each statement that materialises a table.
+    tracing_subscriber::fmt().with_env_filter("revokd::analysis=debug").with_writer(std::io::stdout).init();
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let source = revokd::source::LogSource::from_config(&config.logs, &config.state_dir).map_err(|e| e.to_string())?;
+        let analyzer = revokd::analysis::Analyzer::new(config.detection.query.clone(), config.detection.params.clone());
+        let window = revokd::source::Window::ending_at(now, config.schedule.lookback);
+        let started = std::time::Instant::now();
+        let logs = source.load(&window).await.map_err(|e| e.to_string())?;
+        println!(
+            "read: {:.2} s, {} objects ({} parsed, {} from cache), {} rows",
+            started.elapsed().as_secs_f64(),
+            logs.stats.objects,
+            logs.stats.objects_parsed,
+            logs.stats.objects_from_cache,
+            logs.stats.parse.rows
+        );
+        let started = std::time::Instant::now();
+        let plan = analyzer.explain_analyze(logs.batches, &window).await.map_err(|e| e.to_string())?;
+        println!("analysis (EXPLAIN ANALYZE): {:.2} s\n{plan}", started.elapsed().as_secs_f64());
+        Ok(())
+    })
+}
