@@ -155,7 +155,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { now, dry_run, observe, report } => {
-            let rt = Runtime::open(config).await?;
+            let mut rt = Runtime::open(config).await?;
+            // A bar in a terminal; never under systemd or with JSON logs.
+            rt.source.show_progress(crate::telemetry::interactive(cli.log_format));
             let result = run_once(&rt, &RunOptions { now, dry_run, observe }).await;
             if let Some(path) = report {
                 let json = serde_json::to_vec_pretty(&result).expect("report serialises");

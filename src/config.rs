@@ -78,6 +78,7 @@ struct RawLogs {
     allow_http: Option<bool>,
     max_request_duration: Option<String>,
     max_concurrent_fetches: Option<usize>,
+    max_retries: Option<usize>,
     cache: Option<bool>,
 }
 
@@ -237,6 +238,9 @@ pub struct LogsConfig {
     /// the time it *finished*: a file can hold lines up to this long after its hour.
     pub max_request_duration: Duration,
     pub max_concurrent_fetches: usize,
+    /// Retries of a failed S3 request (5xx, throttling, timeouts, dropped connections), with
+    /// exponential backoff, within three minutes of the first attempt.
+    pub max_retries: usize,
     /// Keep each parsed object as Parquet under `state_dir/cache`, so it is parsed only once.
     pub cache: bool,
 }
@@ -389,6 +393,7 @@ fn resolve(raw: RawConfig, path: Option<&Path>, base: &Path) -> Result<Config, C
             "5m",
         )?,
         max_concurrent_fetches,
+        max_retries: raw.logs.max_retries.unwrap_or(10),
         cache: raw.logs.cache.unwrap_or(true),
     };
 

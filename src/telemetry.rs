@@ -30,3 +30,14 @@ pub fn interactive(format: LogFormat) -> bool {
         && std::env::var_os("INVOCATION_ID").is_none()
         && std::io::IsTerminal::is_terminal(&std::io::stderr())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_logs_never_get_a_progress_bar() {
+        // JSON logs go to collectors, whatever stderr is connected to.
+        assert!(!interactive(LogFormat::Json));
+    }
+}

@@ -77,6 +77,8 @@ pub struct LogSource {
     max_request_duration: Duration,
     max_concurrent_fetches: usize,
     cache: Option<cache::ParseCache>,
+    /// Draw a progress bar on stderr while loading (an ad-hoc run in a terminal).
+    progress: bool,
 }
 
 impl LogSource {
@@ -92,8 +94,16 @@ impl LogSource {
                 LogLocation::S3 { bucket, prefix } => {
                     let location = format!("s3://{bucket}/{prefix}");
                     // Credentials and defaults come from the standard AWS environment.
-                    let mut builder =
-                        object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+                    let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                        .with_bucket_name(bucket)
+                        // Transient errors (5xx, SlowDown, timeouts) are retried with
+                        // exponential backoff; a range that still fails fails the run, which
+                        // the next scheduled run repeats.
+                        .with_retry(object_store::RetryConfig {
+                            backoff: object_store::BackoffConfig::default(),
+                            max_retries: config.max_retries,
+                            retry_timeout: Duration::from_secs(180),
+                        });
                     if let Some(region) = &config.region {
                         builder = builder.with_region(region);
                     }
@@ -121,7 +131,13 @@ impl LogSource {
             max_request_duration: config.max_request_duration,
             max_concurrent_fetches: config.max_concurrent_fetches,
             cache: config.cache.then(|| cache::ParseCache::new(state_dir.join("cache"))),
+            progress: false,
         })
+    }
+
+    /// Shows a progress bar (objects, bytes, lines) while loading; for interactive use only.
+    pub fn show_progress(&mut self, show: bool) {
+        self.progress = show;
     }
 
     pub fn location(&self) -> &str {
@@ -187,11 +203,25 @@ impl LogSource {
     pub async fn load(&self, window: &Window) -> Result<LoadedLogs, SourceError> {
         let objects = self.list_window(window).await?;
         let mut stats = SourceStats { objects: objects.len() as u64, ..Default::default() };
+        let bar = self.progress.then(|| progress_bar(&objects));
+        let lines = std::sync::atomic::AtomicU64::new(0);
         let loaded: Vec<_> = futures::stream::iter(objects)
-            .map(|meta| self.load_object(meta, window))
+            .map(|meta| async {
+                let size = meta.size;
+                let object = self.load_object(meta, window).await?;
+                if let Some(bar) = &bar {
+                    let seen = lines.fetch_add(object.stats.lines, std::sync::atomic::Ordering::Relaxed) + object.stats.lines;
+                    bar.inc(size);
+                    bar.set_message(format!("{seen} lines"));
+                }
+                Ok::<_, SourceError>(object)
+            })
             .buffered(self.max_concurrent_fetches)
             .try_collect()
             .await?;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
         let mut batches = Vec::new();
         for object in loaded {
             stats.bytes_fetched += object.bytes_fetched;
@@ -225,6 +255,18 @@ impl LogSource {
         }
         Ok(LoadedObject { batches: parsed.batches, stats: parsed.stats, bytes_fetched, from_cache: false })
     }
+}
+
+fn progress_bar(objects: &[ObjectMeta]) -> indicatif::ProgressBar {
+    let total = objects.iter().map(|o| o.size).sum();
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} reading {prefix} log objects [{bar:30}] {binary_bytes}/{binary_total_bytes}, {msg} ({elapsed})")
+            .map(|style| style.progress_chars("=> "))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(objects.len().to_string());
+    bar
 }
 
 /// Reads an object in ranged requests of [`ObjectReader::CHUNK`] bytes, fetching the next
