@@ -362,24 +362,35 @@ fn custom_query_missing_a_documented_column_is_rejected_naming_the_column() {
     assert!(stderr.contains("mine.sql") && stderr.contains("`flagged`"), "{stderr}");
 }
 
+/// Runs `sql` as the detection query over two leaks (3 and 2 addresses) with `min_ips`
+/// bound; the report and the flagged ids in order.
+fn run_custom_query(work: &Workdir, sql: &str, min_ips: u32) -> (serde_json::Value, Vec<String>) {
+    write_hour(&work.path("logs"), &two_leaks());
+    work.write("mine.sql", sql);
+    work.write(
+        "revokd.toml",
+        &format!("state_dir = \"state\"\n[logs]\nurl = \"logs\"\n[detection]\nquery = \"mine.sql\"\n[detection.params]\nmin_ips = {min_ips}\n"),
+    );
+    work.ok(&["check-config", "--config", "revokd.toml"]);
+    work.ok(&["run", "--config", "revokd.toml", "--now", &rfc3339(T0 + 600), "--report", "report.json"]);
+    let report = work.report("report.json");
+    let ids = report["flagged"].as_array().unwrap().iter().map(|f| f["session_id"].as_str().unwrap().to_string()).collect();
+    (report, ids)
+}
+
 #[test]
 fn a_valid_custom_query_drives_the_run_with_its_bound_parameters() {
     let work = Workdir::new();
-    write_hour(&work.path("logs"), &two_leaks());
-    work.write(
-        "mine.sql",
+    let (report, ids) = run_custom_query(
+        &work,
         "-- @param min_ips int 3 flag sessions seen from at least this many addresses\n\
          SELECT session_id, CAST(count(DISTINCT c_ip) AS DOUBLE) AS score,\n\
                 count(DISTINCT c_ip) >= $min_ips AS flagged,\n\
                 concat(count(DISTINCT c_ip), ' addresses >= ', $min_ips) AS reasons,\n\
                 count(DISTINCT c_ip) AS ips\n\
          FROM requests WHERE epoch_s >= $window_start AND epoch_s < $window_end GROUP BY session_id\n",
+        2,
     );
-    work.write("revokd.toml", "state_dir = \"state\"\n[logs]\nurl = \"logs\"\n[detection]\nquery = \"mine.sql\"\n[detection.params]\nmin_ips = 2\n");
-    work.ok(&["check-config", "--config", "revokd.toml"]);
-    work.ok(&["run", "--config", "revokd.toml", "--now", &rfc3339(T0 + 600), "--report", "report.json"]);
-    let report = work.report("report.json");
-    let ids: Vec<&str> = report["flagged"].as_array().unwrap().iter().map(|f| f["session_id"].as_str().unwrap()).collect();
     assert_eq!(ids, vec!["leak3", "leak2"]);
     assert_eq!(report["flagged"][0]["reasons"][0], "3 addresses >= 2");
 }
@@ -387,11 +398,10 @@ fn a_valid_custom_query_drives_the_run_with_its_bound_parameters() {
 #[test]
 fn a_custom_query_may_materialise_tables_before_its_last_statement() {
     let work = Workdir::new();
-    write_hour(&work.path("logs"), &two_leaks());
     // The window is bound inside the CREATE TABLE statement too; the `;` in the text literal
     // must not split the statement.
-    work.write(
-        "mine.sql",
+    let (_, ids) = run_custom_query(
+        &work,
         "-- @param min_ips int 3 flag sessions seen from at least this many addresses\n\
          CREATE TABLE in_window AS\n\
          SELECT session_id, c_ip FROM requests WHERE epoch_s >= $window_start AND epoch_s < $window_end;\n\
@@ -399,12 +409,8 @@ fn a_custom_query_may_materialise_tables_before_its_last_statement() {
                 count(DISTINCT c_ip) >= $min_ips AS flagged,\n\
                 concat(count(DISTINCT c_ip), ' addresses; at least ', $min_ips) AS reasons\n\
          FROM in_window GROUP BY session_id;\n",
+        3,
     );
-    work.write("revokd.toml", "state_dir = \"state\"\n[logs]\nurl = \"logs\"\n[detection]\nquery = \"mine.sql\"\n[detection.params]\nmin_ips = 3\n");
-    work.ok(&["check-config", "--config", "revokd.toml"]);
-    work.ok(&["run", "--config", "revokd.toml", "--now", &rfc3339(T0 + 600), "--report", "report.json"]);
-    let report = work.report("report.json");
-    let ids: Vec<&str> = report["flagged"].as_array().unwrap().iter().map(|f| f["session_id"].as_str().unwrap()).collect();
     assert_eq!(ids, vec!["leak3"]);
     // Outside the window nothing is in the materialised table: nothing is flagged.
     work.ok(&["run", "--config", "revokd.toml", "--now", &rfc3339(T0 + 86_400), "--dry-run", "--report", "later.json"]);
