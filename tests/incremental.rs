@@ -20,6 +20,7 @@ fn logs_config(dir: &Path, cache: bool) -> LogsConfig {
         allow_http: false,
         max_request_duration: std::time::Duration::from_secs(300),
         max_concurrent_fetches: 4,
+        max_retries: 0,
         cache,
     }
 }

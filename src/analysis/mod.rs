@@ -254,7 +254,8 @@ impl Analyzer {
         for (number, statement) in statements.into_iter().enumerate() {
             let started = std::time::Instant::now();
             let plan = ctx.state().statement_to_plan(statement).await.map_err(|e| self.err(e))?;
-            if !matches!(plan, datafusion::logical_expr::LogicalPlan::Ddl(_)) {
+            use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+            if !matches!(plan, LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(_))) {
                 return Err(AnalysisError::NotCreateTable { query: self.query.name.clone(), statement: plan.display().to_string() });
             }
             let plan = plan.with_param_values(self.bound(window)).map_err(|e| self.err(e))?;

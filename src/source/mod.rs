@@ -335,12 +335,6 @@ struct LoadedObject {
     from_cache: bool,
 }
 
-/// Parses one object's bytes, gzip or plain (told apart by the gzip magic number, not the
-/// name).
-pub fn parse_bytes(object: &str, bytes: &[u8]) -> Result<cloudfront::ParsedObject, cloudfront::ParseError> {
-    parse_reader(object, bytes)
-}
-
 /// Parses one object read from `body`, gzip or plain (told apart by the gzip magic number,
 /// not the name).
 pub fn parse_reader(object: &str, body: impl std::io::Read) -> Result<cloudfront::ParsedObject, cloudfront::ParseError> {
