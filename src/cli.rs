@@ -182,20 +182,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             let store = crate::store::open(&config).await?;
             let now = now.unwrap_or_else(Utc::now);
             let entries = if all { store.list_all().await? } else { store.active(now).await? };
-            let mut out = std::io::stdout().lock();
-            let written = if json {
-                serde_json::to_writer_pretty(&mut out, &entries)
-                    .map_err(std::io::Error::from)
-                    .and_then(|_| writeln!(out))
-            } else {
-                write_table(&mut out, &entries, now)
-            };
-            match written {
-                // `revokd sessions list | head` is fine.
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
-                Err(e) => Err(Failure(format!("writing to stdout: {e}"), 1)),
-                Ok(()) => Ok(ExitCode::SUCCESS),
-            }
+            print(&entries, json, |out| write_table(out, &entries, now))?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Revoke { session_ids, ttl, reason, no_enforce } => {
             let ttl = ttl.unwrap_or(config.revocation.manual_ttl);
@@ -204,20 +192,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Explain { session_id, now, json } => {
             let rt = Runtime::open(config).await?;
             let explanation = crate::run::explain(&rt, &session_id, now).await?;
-            let mut out = std::io::stdout().lock();
-            let written = if json {
-                serde_json::to_writer_pretty(&mut out, &explanation)
-                    .map_err(std::io::Error::from)
-                    .and_then(|_| writeln!(out))
-            } else {
-                write_explanation(&mut out, &explanation)
-            };
-            match written {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                    return Err(Failure(format!("writing to stdout: {e}"), 1));
-                }
-                _ => {}
-            }
+            print(&explanation, json, |out| write_explanation(out, &explanation))?;
             Ok(if explanation.found { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Unrevoke { session_ids, reason, no_enforce } => {
@@ -331,6 +306,25 @@ fn write_explanation(out: &mut impl Write, e: &crate::run::Explanation) -> std::
             r.reason
         ),
         None => writeln!(out, "\nrevocation list: no entry"),
+    }
+}
+
+/// Writes `value` to stdout as pretty JSON, or as text through `text`. A closed pipe
+/// (`revokd sessions list | head`) is not an error.
+fn print<T: serde::Serialize>(
+    value: &T,
+    json: bool,
+    text: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Result<()>,
+) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    let written = if json {
+        serde_json::to_writer_pretty(&mut out, value).map_err(std::io::Error::from).and_then(|_| writeln!(out))
+    } else {
+        text(&mut out)
+    };
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure(format!("writing to stdout: {e}"), 1)),
+        _ => Ok(()),
     }
 }
 
