@@ -351,8 +351,8 @@ pub fn parse_reader(object: &str, body: impl std::io::Read) -> Result<cloudfront
     let gzip = magic == [0x1f, 0x8b];
     let body = std::io::BufReader::with_capacity(READ_BUFFER, std::io::Cursor::new(magic).chain(body));
     if gzip {
-        let decoder = flate2::bufread::MultiGzDecoder::new(body);
-        cloudfront::parse_log(object, std::io::BufReader::with_capacity(READ_BUFFER, decoder))
+        // parse_log reads in large blocks itself: no buffer between it and the inflater.
+        cloudfront::parse_log(object, flate2::bufread::MultiGzDecoder::new(body))
     } else {
         cloudfront::parse_log(object, body)
     }
