@@ -46,14 +46,15 @@
 -- Statements before the last materialise what later ones read several times.
 CREATE TABLE positioned AS
 WITH media AS (
-    -- Keys as plain text: DataFusion groups, sorts and joins them faster than dictionaries.
-    SELECT CAST(session_id AS VARCHAR) AS session_id, epoch_s, epoch_s / $bucket_s AS bucket,
-           CAST(c_ip AS VARCHAR) AS addr, edge, user_agent AS ua, referer AS ref, sc_bytes, range_start,
-           CAST(title AS VARCHAR) AS title, CAST(rendition AS VARCHAR) AS rendition,
-           CAST(file AS VARCHAR) AS file, file_number,
+    -- Keys as 64-bit integers (key64): DataFusion groups, sorts, joins and compares them
+    -- several times faster than text. Only the result needs the session id's text.
+    SELECT key64(session_id) AS session, CAST(session_id AS VARCHAR) AS session_id,
+           epoch_s, epoch_s / $bucket_s AS bucket,
+           key64(c_ip) AS addr, edge, user_agent AS ua, referer AS ref, sc_bytes, range_start,
+           key64(title) AS title, key64(rendition) AS rendition, key64(file) AS file, file_number,
            -- A segment is (title, file) across renditions; a range of one file is that file's
            -- range in its rendition (offsets differ between renditions).
-           CASE WHEN range_start IS NULL THEN NULL ELSE CAST(rendition AS VARCHAR) END AS range_rendition
+           key64(title, file, CASE WHEN range_start IS NOT NULL THEN rendition END, range_start) AS segment
     FROM requests
     WHERE epoch_s >= $window_start AND epoch_s < $window_end
       AND status IN (200, 206)
@@ -63,9 +64,9 @@ WITH media AS (
 ),
 typical_size AS (
     -- The rendition's typical request size: turns a range's first byte into a position.
-    SELECT session_id, rendition, greatest(avg(sc_bytes), 1) AS request_bytes
+    SELECT session, rendition, greatest(avg(sc_bytes), 1) AS request_bytes
     FROM media
-    GROUP BY session_id, rendition
+    GROUP BY session, rendition
 )
 SELECT m.*,
        -- Where in the title a request plays, in segments: the file's number, or for one file
@@ -73,7 +74,7 @@ SELECT m.*,
        CASE WHEN m.range_start IS NOT NULL THEN CAST(m.range_start AS DOUBLE) / t.request_bytes
             ELSE CAST(m.file_number AS DOUBLE) END AS position
 FROM media m
-JOIN typical_size t ON t.session_id = m.session_id AND t.rendition = m.rendition;
+JOIN typical_size t ON t.session = m.session AND t.rendition = m.rendition;
 
 CREATE TABLE candidate_buckets AS
 WITH duplicated AS (
@@ -82,174 +83,171 @@ WITH duplicated AS (
     -- Windows are partitioned by session only, ordered by the finer keys, and compare with
     -- the previous row's keys: DataFusion's per-partition cost makes a window over a
     -- million one-row partitions several times slower than one over a few thousand sessions.
-    SELECT session_id, bucket, count(DISTINCT addr) AS later_addresses
+    SELECT session, bucket, count(DISTINCT addr) AS later_addresses
     FROM (
-        SELECT session_id, bucket, addr,
-               (title = (lag(title) OVER w)) AND (file = (lag(file) OVER w))
-               AND (range_rendition IS NOT DISTINCT FROM (lag(range_rendition) OVER w))
-               AND (range_start IS NOT DISTINCT FROM (lag(range_start) OVER w)) AS repeated_segment
+        SELECT session, bucket, addr, segment = (lag(segment) OVER w) AS repeated_segment
         FROM (
-            SELECT session_id, title, file, range_rendition, range_start, addr,
-                   min(epoch_s) AS first_fetch, min(bucket) AS bucket
+            SELECT session, segment, addr, min(epoch_s) AS first_fetch, min(bucket) AS bucket
             FROM positioned
-            GROUP BY session_id, title, file, range_rendition, range_start, addr
+            GROUP BY session, segment, addr
         )
-        WINDOW w AS (PARTITION BY session_id ORDER BY title, file, range_rendition, range_start, first_fetch, addr)
+        WINDOW w AS (PARTITION BY session ORDER BY segment, first_fetch, addr)
     )
     WHERE repeated_segment
-    GROUP BY session_id, bucket
+    GROUP BY session, bucket
 ),
 per_address_bucket AS (
-    SELECT session_id, bucket, title, addr, median(position) AS position, count(*) AS requests
+    SELECT session, bucket, title, addr, median(position) AS position, count(*) AS requests
     FROM positioned
     WHERE position IS NOT NULL
-    GROUP BY session_id, bucket, title, addr
+    GROUP BY session, bucket, title, addr
 ),
 position_clusters AS (
     -- Per bucket and title, how many separate places addresses were playing: positions sorted,
     -- a gap of parallel_gap_segments or more starts another place.
-    SELECT session_id, bucket, title,
+    SELECT session, bucket, title,
            sum(CASE WHEN gap >= $parallel_gap_segments THEN 1 ELSE 0 END) + 1 AS places
     FROM (
-        SELECT session_id, bucket, title,
+        SELECT session, bucket, title,
                CASE WHEN (bucket = (lag(bucket) OVER w)) AND (title = (lag(title) OVER w))
                     THEN position - lag(position) OVER w END AS gap
         FROM per_address_bucket
         WHERE requests >= 2
-        WINDOW w AS (PARTITION BY session_id ORDER BY bucket, title, position)
+        WINDOW w AS (PARTITION BY session ORDER BY bucket, title, position)
     )
-    GROUP BY session_id, bucket, title
+    GROUP BY session, bucket, title
 ),
 apart AS (
     -- Buckets where addresses played one title in two or more places at once.
-    SELECT session_id, bucket, max(places) AS places
+    SELECT session, bucket, max(places) AS places
     FROM position_clusters
     WHERE places >= 2
-    GROUP BY session_id, bucket
+    GROUP BY session, bucket
 )
     -- Buckets with a sign of two playbacks: the places a title is played in, plus the
     -- addresses repeating a part someone else played.
-    SELECT session_id, bucket,
+    SELECT session, bucket,
            max(places) + max(later_addresses) AS playbacks,
            max(CASE WHEN later_addresses > 0 THEN 1 ELSE 0 END) AS dup,
            max(CASE WHEN places >= 2 THEN 1 ELSE 0 END) AS apart
     FROM (
-        SELECT session_id, bucket, 1 AS places, later_addresses FROM duplicated
+        SELECT session, bucket, 1 AS places, later_addresses FROM duplicated
         UNION ALL
-        SELECT session_id, bucket, places, 0 AS later_addresses FROM apart
+        SELECT session, bucket, places, 0 AS later_addresses FROM apart
     )
-    GROUP BY session_id, bucket;
+    GROUP BY session, bucket;
 
 WITH crowded AS (
     -- Segments fetched from three or more addresses: three playbacks, whenever they happened.
-    SELECT session_id, count(*) AS crowded_segments, max(addresses) AS most_addresses_per_segment
+    SELECT session, count(*) AS crowded_segments, max(addresses) AS most_addresses_per_segment
     FROM (
-        SELECT session_id, count(DISTINCT addr) AS addresses
+        SELECT session, count(DISTINCT addr) AS addresses
         FROM positioned
-        GROUP BY session_id, title, file, range_rendition, range_start
+        GROUP BY session, segment
         HAVING count(DISTINCT addr) >= 3
     )
-    GROUP BY session_id
+    GROUP BY session
 ),
 addresses_per_bucket AS (
     -- In those buckets only: addresses seen, and how often consecutive requests (in time
     -- order) come from another address than the one before: a hand-off from one network to
     -- the next changes once; playbacks at the same time keep alternating.
-    SELECT session_id, bucket, count(DISTINCT addr) AS addresses, sum(alternation) AS alternations
+    SELECT session, bucket, count(DISTINCT addr) AS addresses, sum(alternation) AS alternations
     FROM (
-        SELECT p.session_id, p.bucket, p.addr,
+        SELECT p.session, p.bucket, p.addr,
                CASE WHEN (p.bucket = (lag(p.bucket) OVER w)) AND (p.addr <> (lag(p.addr) OVER w)) THEN 1 ELSE 0 END AS alternation
         FROM positioned p
-        JOIN candidate_buckets c ON c.session_id = p.session_id AND c.bucket = p.bucket
-        WINDOW w AS (PARTITION BY p.session_id ORDER BY p.bucket, p.epoch_s, p.addr)
+        JOIN candidate_buckets c ON c.session = p.session AND c.bucket = p.bucket
+        -- Requests of one second keep the order of their address keys: arbitrary, as any is.
+        WINDOW w AS (PARTITION BY p.session ORDER BY p.bucket, p.epoch_s, p.addr)
     )
-    GROUP BY session_id, bucket
+    GROUP BY session, bucket
 ),
 concurrent_buckets AS (
     -- Playbacks at once in a bucket, never more than the addresses seen; only buckets whose
     -- addresses alternate are kept.
-    SELECT c.session_id, c.bucket, least(c.playbacks, a.addresses) AS playbacks, c.dup, c.apart
+    SELECT c.session, c.bucket, least(c.playbacks, a.addresses) AS playbacks, c.dup, c.apart
     FROM candidate_buckets c
-    JOIN addresses_per_bucket a ON a.session_id = c.session_id AND a.bucket = c.bucket
+    JOIN addresses_per_bucket a ON a.session = c.session AND a.bucket = c.bucket
     WHERE a.alternations >= $min_alternations
 ),
 islands AS (
     -- Consecutive buckets share bucket - row_number (gaps and islands).
-    SELECT session_id, bucket, dup, apart, playbacks,
-           bucket - row_number() OVER (PARTITION BY session_id ORDER BY bucket) AS island
+    SELECT session, bucket, dup, apart, playbacks,
+           bucket - row_number() OVER (PARTITION BY session ORDER BY bucket) AS island
     FROM concurrent_buckets
 ),
 concurrency AS (
-    SELECT session_id,
+    SELECT session,
            max(run) AS concurrent_run,
            sum(run) AS concurrent_buckets,
            sum(dups) AS shared_buckets,
            sum(aparts) AS parallel_buckets,
            max(playbacks) AS peak_playbacks
     FROM (
-        SELECT session_id, island, count(*) AS run, sum(dup) AS dups, sum(apart) AS aparts,
+        SELECT session, island, count(*) AS run, sum(dup) AS dups, sum(apart) AS aparts,
                max(playbacks) AS playbacks
         FROM islands
-        GROUP BY session_id, island
+        GROUP BY session, island
     )
-    GROUP BY session_id
+    GROUP BY session
 ),
 renditions AS (
-    SELECT session_id,
+    SELECT session,
            max(segments) AS media_segments,
            max(CASE WHEN segments >= $restream_min_segments THEN share ELSE 0.0 END) AS rendition_share
     FROM (
-        SELECT session_id, addr, count(*) AS segments,
+        SELECT session, addr, count(*) AS segments,
                avg(CASE WHEN renditions >= 2 THEN 1.0 ELSE 0.0 END) AS share
         FROM (
             -- Renditions of one segment fetched within one bucket: a ladder pulled in parallel,
             -- not a seek back that fetched it again at another bitrate.
-            SELECT session_id, addr,
+            SELECT session, addr,
                    CASE WHEN max(epoch_s) - min(epoch_s) <= $bucket_s THEN count(DISTINCT rendition) ELSE 1 END AS renditions
             FROM positioned
             WHERE range_start IS NULL
-            GROUP BY session_id, addr, title, file
+            GROUP BY session, addr, title, file
         )
-        GROUP BY session_id, addr
+        GROUP BY session, addr
     )
-    GROUP BY session_id
+    GROUP BY session
 ),
 edge_buckets AS (
-    SELECT DISTINCT p.session_id, p.bucket, e.latitude, e.longitude
-    FROM (SELECT DISTINCT session_id, bucket, edge FROM positioned) p
+    SELECT DISTINCT p.session, p.bucket, e.latitude, e.longitude
+    FROM (SELECT DISTINCT session, bucket, edge FROM positioned) p
     JOIN edge_locations e ON e.code = substr(CAST(p.edge AS VARCHAR), 1, 3)
 ),
 far AS (
-    SELECT session_id, count(DISTINCT bucket) AS far_buckets, max(km) AS max_edge_km
+    SELECT session, count(DISTINCT bucket) AS far_buckets, max(km) AS max_edge_km
     FROM (
-        SELECT a.session_id, a.bucket,
+        SELECT a.session, a.bucket,
                2 * 6371 * asin(sqrt(
                    power(sin(radians(b.latitude - a.latitude) / 2), 2)
                    + cos(radians(a.latitude)) * cos(radians(b.latitude))
                      * power(sin(radians(b.longitude - a.longitude) / 2), 2))) AS km
         FROM edge_buckets a JOIN edge_buckets b
-          ON a.session_id = b.session_id AND a.bucket = b.bucket
+          ON a.session = b.session AND a.bucket = b.bucket
          AND (a.latitude < b.latitude OR (a.latitude = b.latitude AND a.longitude < b.longitude))
     )
     WHERE km > $far_km
-    GROUP BY session_id
+    GROUP BY session
 ),
 tool_agents AS (
     -- Agents of tools rather than players; matched once per distinct agent of a session.
-    SELECT session_id,
+    SELECT session,
            CAST(max(CASE WHEN regexp_like(CAST(ua AS VARCHAR), '(?i)(lavf|ffmpeg|libvlc|vlc/|curl/|wget|python|streamlink|kodi|go-http|okhttp/[0-9]|mpv)') THEN 1 ELSE 0 END) AS DOUBLE) AS tool_agent
-    FROM (SELECT DISTINCT session_id, ua FROM positioned WHERE ua IS NOT NULL)
-    GROUP BY session_id
+    FROM (SELECT DISTINCT session, ua FROM positioned WHERE ua IS NOT NULL)
+    GROUP BY session
 ),
 sessions AS (
-    SELECT p.session_id,
+    SELECT p.session, p.session_id,
            count(DISTINCT addr) AS ips,
            count(DISTINCT ua) AS user_agents,
            count(DISTINCT ref) AS referers,
            max(epoch_s) - min(epoch_s) AS duration_s,
            coalesce(max(t.tool_agent), 0.0) AS tool_agent
-    FROM positioned p LEFT JOIN tool_agents t ON t.session_id = p.session_id
-    GROUP BY p.session_id
+    FROM positioned p LEFT JOIN tool_agents t ON t.session = p.session
+    GROUP BY p.session, p.session_id
 ),
 signals AS (
     SELECT s.*,
@@ -265,10 +263,10 @@ signals AS (
            coalesce(f.far_buckets, 0) AS far_buckets,
            f.max_edge_km
     FROM sessions s
-    LEFT JOIN concurrency c ON c.session_id = s.session_id
-    LEFT JOIN crowded cr ON cr.session_id = s.session_id
-    LEFT JOIN renditions r ON r.session_id = s.session_id
-    LEFT JOIN far f ON f.session_id = s.session_id
+    LEFT JOIN concurrency c ON c.session = s.session
+    LEFT JOIN crowded cr ON cr.session = s.session
+    LEFT JOIN renditions r ON r.session = s.session
+    LEFT JOIN far f ON f.session = s.session
 ),
 scored AS (
     SELECT *,

@@ -15,6 +15,7 @@
 //! once (DataFusion inlines a CTE at every reference, recomputing it each time). The last
 //! statement returns the sessions.
 
+mod key64;
 mod query;
 
 use std::collections::BTreeMap;
@@ -216,6 +217,7 @@ impl Analyzer {
         ctx.register_table("requests", Arc::new(table)).map_err(|e| self.err(e))?;
         ctx.register_table("edge_locations", edge_table().map_err(|e| self.err(e))?)
             .map_err(|e| self.err(e))?;
+        ctx.register_udf(key64::key64_udf());
         Ok(ctx)
     }
 

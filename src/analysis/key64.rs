@@ -1,0 +1,210 @@
+//! `key64(a, b, ...)`: a 64-bit key for a combination of values, for detection queries to
+//! group, sort, join and compare on integers instead of text.
+//!
+//! The default query groups a million rows by session, address and segment several times and
+//! compares each row's segment with the previous one in windows; on text keys those operators
+//! were most of its time (profiled with `revokd-bench profile`). A key is computed once per
+//! distinct dictionary value of a batch, so the `requests` table's dictionaries make it cheap.
+//!
+//! Equal inputs always give equal keys (the hash is seeded with a constant, so keys agree
+//! across batches, objects and runs, whatever the column's encoding). Different inputs give
+//! different keys except with probability about n² / 2⁶⁵ for n distinct values: for the
+//! 10⁵ addresses of a busy hour, about 3 in 10⁹ per run. NULL is a value of its own, so
+//! `key64(a) = key64(b)` behaves like `a IS NOT DISTINCT FROM b`.
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array};
+use arrow::datatypes::{DataType, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type};
+use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
+
+static HASHER: foldhash::quality::FixedState = foldhash::quality::FixedState::with_seed(0x6b65_7936_34);
+/// The hash of NULL: a value of its own.
+const NULL_HASH: u64 = 0x9e37_79b9_7f4a_7c15;
+
+pub fn key64_udf() -> ScalarUDF {
+    ScalarUDF::from(Key64 { signature: Signature::variadic_any(Volatility::Immutable) })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Key64 {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for Key64 {
+    fn name(&self) -> &str {
+        "key64"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        for t in arg_types {
+            if !supported(t) {
+                return plan_err!("key64 takes text and integer columns (or dictionaries of them), not {t}");
+            }
+        }
+        if arg_types.is_empty() {
+            return plan_err!("key64 needs at least one argument");
+        }
+        Ok(DataType::Int64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let mut keys = vec![0u64; rows];
+        for arg in &args.args {
+            let array = arg.to_array(rows)?;
+            let hashes = hash_array(&array)?;
+            for (key, hash) in keys.iter_mut().zip(hashes) {
+                *key = combine(*key, hash);
+            }
+        }
+        let keys = Int64Array::from_iter_values(keys.into_iter().map(|k| k as i64));
+        if rows == 1 && args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+            return Ok(ColumnarValue::Scalar(ScalarValue::Int64(Some(keys.value(0)))));
+        }
+        Ok(ColumnarValue::Array(Arc::new(keys)))
+    }
+}
+
+fn supported(t: &DataType) -> bool {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => true,
+        t if t.is_integer() => true,
+        DataType::Dictionary(key, value) => key.is_integer() && supported(value),
+        _ => false,
+    }
+}
+
+/// Folds one argument's hash into the key. Multiplying by an odd constant is a bijection, so
+/// with a single argument distinct hashes stay distinct keys.
+fn combine(key: u64, hash: u64) -> u64 {
+    (key.rotate_left(23) ^ hash).wrapping_mul(0xff51_afd7_ed55_8ccd)
+}
+
+fn hash_bytes(bytes: &[u8]) -> u64 {
+    HASHER.hash_one(bytes)
+}
+
+fn hash_integer(value: i128) -> u64 {
+    // Integers hash by value, so an Int32 and an Int64 column holding 7 give the same key.
+    HASHER.hash_one(value)
+}
+
+/// One hash per row.
+fn hash_array(array: &ArrayRef) -> Result<Vec<u64>> {
+    macro_rules! integers {
+        ($t:ty) => {
+            mask_nulls(array.nulls(), array.as_primitive::<$t>().values().iter().map(|&v| hash_integer(v as i128)).collect())
+        };
+    }
+    macro_rules! dictionary {
+        ($k:ty) => {{
+            let dict = array.as_dictionary::<$k>();
+            // The values once, then a lookup per row.
+            let value_hashes = hash_array(dict.values())?;
+            let keys = dict.keys();
+            let hashes = keys.values().iter().map(|&k| value_hashes.get(k as usize).copied().unwrap_or(NULL_HASH)).collect();
+            mask_nulls(keys.nulls(), hashes)
+        }};
+    }
+    Ok(match array.data_type() {
+        DataType::Utf8 => array.as_string::<i32>().iter().map(hash_text).collect(),
+        DataType::LargeUtf8 => array.as_string::<i64>().iter().map(hash_text).collect(),
+        DataType::Utf8View => array.as_string_view().iter().map(hash_text).collect(),
+        DataType::Null => vec![NULL_HASH; array.len()],
+        DataType::Int8 => integers!(Int8Type),
+        DataType::Int16 => integers!(Int16Type),
+        DataType::Int32 => integers!(Int32Type),
+        DataType::Int64 => integers!(Int64Type),
+        DataType::UInt8 => integers!(UInt8Type),
+        DataType::UInt16 => integers!(UInt16Type),
+        DataType::UInt32 => integers!(UInt32Type),
+        DataType::UInt64 => integers!(UInt64Type),
+        DataType::Dictionary(key, _) => match key.as_ref() {
+            DataType::Int8 => dictionary!(Int8Type),
+            DataType::Int16 => dictionary!(Int16Type),
+            DataType::Int32 => dictionary!(Int32Type),
+            DataType::Int64 => dictionary!(Int64Type),
+            DataType::UInt8 => dictionary!(UInt8Type),
+            DataType::UInt16 => dictionary!(UInt16Type),
+            DataType::UInt32 => dictionary!(UInt32Type),
+            DataType::UInt64 => dictionary!(UInt64Type),
+            other => return exec_err!("key64: dictionary keys of type {other}"),
+        },
+        other => return exec_err!("key64: cannot key a {other} column"),
+    })
+}
+
+fn hash_text(value: Option<&str>) -> u64 {
+    value.map_or(NULL_HASH, |s| hash_bytes(s.as_bytes()))
+}
+
+fn mask_nulls(nulls: Option<&arrow::buffer::NullBuffer>, hashes: Vec<u64>) -> Vec<u64> {
+    match nulls {
+        Some(nulls) => hashes.into_iter().enumerate().map(|(i, h)| if nulls.is_null(i) { NULL_HASH } else { h }).collect(),
+        None => hashes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{DictionaryArray, Int64Array, StringArray, StringViewArray};
+    use arrow::datatypes::Field;
+
+    fn key(args: Vec<ArrayRef>) -> Vec<i64> {
+        let rows = args[0].len();
+        let arg_fields = args.iter().map(|a| Arc::new(Field::new("a", a.data_type().clone(), true))).collect();
+        let out = key64_udf()
+            .invoke_with_args(ScalarFunctionArgs {
+                args: args.into_iter().map(ColumnarValue::Array).collect(),
+                arg_fields,
+                number_rows: rows,
+                return_field: Arc::new(Field::new("k", DataType::Int64, false)),
+                config_options: Default::default(),
+            })
+            .unwrap();
+        let ColumnarValue::Array(out) = out else { panic!("array expected") };
+        out.as_primitive::<Int64Type>().values().to_vec()
+    }
+
+    #[test]
+    fn equal_text_gives_equal_keys_whatever_the_encoding() {
+        let plain: ArrayRef = Arc::new(StringArray::from(vec!["s1", "s2", "s1"]));
+        let view: ArrayRef = Arc::new(StringViewArray::from(vec!["s2", "s1", "s1"]));
+        let dict: ArrayRef = Arc::new(DictionaryArray::<Int32Type>::from_iter(["s1", "s1", "s2"]));
+        let (p, v, d) = (key(vec![plain]), key(vec![view]), key(vec![dict]));
+        assert_eq!(p[0], p[2]);
+        assert_ne!(p[0], p[1], "different values, different keys");
+        assert_eq!((v[0], v[1]), (p[1], p[0]));
+        assert_eq!((d[0], d[2]), (p[0], p[1]));
+    }
+
+    #[test]
+    fn null_is_a_value_of_its_own_and_argument_order_matters() {
+        let a: ArrayRef = Arc::new(StringArray::from(vec![Some("x"), None, None, Some("")]));
+        let b: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), None, None, Some(1)]));
+        let k = key(vec![a.clone(), b.clone()]);
+        assert_eq!(k[1], k[2], "NULL IS NOT DISTINCT FROM NULL");
+        assert_ne!(k[1], k[3], "NULL is not the empty string");
+        assert_ne!(k[0], k[3]);
+        let swapped = key(vec![b, a]);
+        assert_ne!(k[0], swapped[0]);
+    }
+
+    #[test]
+    fn keys_of_many_distinct_values_do_not_collide() {
+        let values: Vec<String> = (0..200_000).map(|i| format!("203.0.{}.{}", i / 256, i % 256)).collect();
+        let array: ArrayRef = Arc::new(StringArray::from_iter_values(&values));
+        let mut keys = key(vec![array]);
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), values.len());
+    }
+}
