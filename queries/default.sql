@@ -68,7 +68,9 @@ typical_size AS (
     FROM media
     GROUP BY session, rendition
 )
-SELECT m.*,
+-- Only what later statements read: this table is the query's largest.
+SELECT m.session, m.session_id, m.epoch_s, m.bucket, m.addr, m.edge, m.ua, m.ref, m.range_start,
+       m.title, m.rendition, m.file, m.segment,
        -- Where in the title a request plays, in segments: the file's number, or for one file
        -- fetched by ranges, the first byte over the rendition's typical request size.
        CASE WHEN m.range_start IS NOT NULL THEN CAST(m.range_start AS DOUBLE) / t.request_bytes

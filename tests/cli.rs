@@ -396,10 +396,11 @@ fn a_valid_custom_query_drives_the_run_with_its_bound_parameters() {
 }
 
 #[test]
-fn a_custom_query_may_materialise_tables_before_its_last_statement() {
+fn a_custom_query_may_materialise_tables_and_read_the_logs_after_them() {
     let work = Workdir::new();
     // The window is bound inside the CREATE TABLE statement too; the `;` in the text literal
-    // must not split the statement.
+    // must not split the statement. The last statement still reads `requests`, which the
+    // analysis must keep until no statement left needs it.
     let (_, ids) = run_custom_query(
         &work,
         "-- @param min_ips int 3 flag sessions seen from at least this many addresses\n\
@@ -408,7 +409,7 @@ fn a_custom_query_may_materialise_tables_before_its_last_statement() {
          SELECT session_id, CAST(count(DISTINCT c_ip) AS DOUBLE) AS score,\n\
                 count(DISTINCT c_ip) >= $min_ips AS flagged,\n\
                 concat(count(DISTINCT c_ip), ' addresses; at least ', $min_ips) AS reasons\n\
-         FROM in_window GROUP BY session_id;\n",
+         FROM in_window WHERE session_id IN (SELECT session_id FROM requests WHERE status = 200) GROUP BY session_id;\n",
         3,
     );
     assert_eq!(ids, vec!["leak3"]);

@@ -18,7 +18,7 @@
 mod key64;
 mod query;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -250,19 +250,39 @@ impl Analyzer {
     /// EXPLAIN ANALYZE when `explain`), every statement with the parameters bound.
     async fn prepare(&self, ctx: &SessionContext, window: &Window, explain: bool) -> Result<DataFrame, AnalysisError> {
         let mut statements = DFParser::parse_sql(&self.query.sql).map_err(|e| self.err(e))?;
+        // The tables each statement reads, to let go of those no later statement needs.
+        let reads: Vec<HashSet<String>> = statements
+            .iter()
+            .map(|statement| {
+                let refs = ctx.state().resolve_table_references(statement)?;
+                Ok(refs.iter().map(|r| r.table().to_string()).collect())
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
         let Some(last) = statements.pop_back() else {
             return Err(AnalysisError::Empty { query: self.query.name.clone() });
         };
+        let mut releasable = vec!["requests".to_string()];
         for (number, statement) in statements.into_iter().enumerate() {
             let started = std::time::Instant::now();
             let plan = ctx.state().statement_to_plan(statement).await.map_err(|e| self.err(e))?;
             use datafusion::logical_expr::{DdlStatement, LogicalPlan};
-            if !matches!(plan, LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(_))) {
+            let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) = &plan else {
                 return Err(AnalysisError::NotCreateTable { query: self.query.name.clone(), statement: plan.display().to_string() });
-            }
+            };
+            releasable.push(create.name.table().to_string());
             let plan = plan.with_param_values(self.bound(window)).map_err(|e| self.err(e))?;
             ctx.execute_logical_plan(plan).await.map_err(|e| self.err(e))?.collect().await.map_err(|e| self.err(e))?;
             tracing::debug!(query = %self.query.name, statement = number + 1, elapsed_ms = started.elapsed().as_millis() as u64, "materialised");
+            // The parsed logs (or an earlier table) stay in memory only while a statement
+            // still to run reads them: that halves the peak memory of the default query.
+            releasable.retain(|table| {
+                let needed = reads[number + 1..].iter().any(|r| r.contains(table));
+                if !needed {
+                    let _ = ctx.deregister_table(table.as_str());
+                }
+                needed
+            });
         }
         let mut plan = ctx.state().statement_to_plan(last).await.map_err(|e| self.err(e))?;
         if explain {
