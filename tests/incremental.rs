@@ -28,7 +28,9 @@ fn logs_config(dir: &Path, cache: bool) -> LogsConfig {
 async fn decide(source: &LogSource, analyzer: &Analyzer, now: i64) -> (Vec<SessionScore>, revokd::source::SourceStats) {
     let window = Window::ending_at(DateTime::from_timestamp(now, 0).unwrap(), std::time::Duration::from_secs(600));
     let logs = source.load(&window).await.unwrap();
-    (analyzer.analyse(logs.batches, &window).await.unwrap(), logs.stats)
+    let scores = analyzer.analyse(logs.batches, &window).await.unwrap();
+    logs.cache_writes.wait().await;
+    (scores, logs.stats)
 }
 
 #[tokio::test]
@@ -128,10 +130,10 @@ async fn cache_files_of_hours_before_the_window_are_pruned() {
     let source = LogSource::from_config(&logs_config(logs.path(), true), state.path()).unwrap();
     let count = || std::fs::read_dir(state.path().join("cache")).map_or(0, |d| d.count());
     let window = |end: i64| Window::ending_at(DateTime::from_timestamp(end, 0).unwrap(), std::time::Duration::from_secs(600));
-    source.load(&window(common::T0 + 3600)).await.unwrap();
+    source.load(&window(common::T0 + 3600)).await.unwrap().cache_writes.wait().await;
     assert_eq!(count(), 1, "10:50-11:00 needs the 10:00 file only");
-    source.load(&window(common::T0 + 3900)).await.unwrap();
+    source.load(&window(common::T0 + 3900)).await.unwrap().cache_writes.wait().await;
     assert_eq!(count(), 2, "10:55-11:05 needs both hours");
-    source.load(&window(common::T0 + 7200)).await.unwrap();
+    source.load(&window(common::T0 + 7200)).await.unwrap().cache_writes.wait().await;
     assert_eq!(count(), 1, "11:50-12:00: the 10:00 file is pruned");
 }

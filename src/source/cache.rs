@@ -84,26 +84,28 @@ impl ParseCache {
         .flatten()
     }
 
-    /// Stores a parsed object. Failure to cache is logged, never fatal: the run has its data.
-    pub async fn put(&self, meta: &ObjectMeta, parsed: &ParsedObject) {
+    /// Starts storing a parsed object on a blocking thread and returns at once: the write
+    /// overlaps whatever the run does next. Failure to cache is logged, never fatal: the run
+    /// has its data.
+    pub fn put(&self, meta: &ObjectMeta, parsed: &ParsedObject) -> tokio::task::JoinHandle<()> {
         let path = self.file_for(meta);
         let dir = self.dir.clone();
         let batches = parsed.batches.clone();
-        // Sorting copies the rows: done off the async runtime, with the write.
         let stats = parsed.stats;
         let object = meta.location.to_string();
-        let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
-            std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-            let tmp = path.with_extension("parquet.tmp");
-            write_cached(&tmp, &batches, &stats)?;
-            std::fs::rename(&tmp, &path).map_err(|e| format!("renaming into {}: {e}", path.display()))
+        tokio::task::spawn_blocking(move || {
+            let result = std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("creating {}: {e}", dir.display()))
+                .and_then(|()| {
+                    // Written aside and renamed: a file under its final name is always whole.
+                    let tmp = path.with_extension("parquet.tmp");
+                    write_cached(&tmp, &batches, &stats)?;
+                    std::fs::rename(&tmp, &path).map_err(|e| format!("renaming into {}: {e}", path.display()))
+                });
+            if let Err(message) = result {
+                tracing::warn!(object, error = %message, "could not write parse cache");
+            }
         })
-        .await;
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(message)) => tracing::warn!(object, error = %message, "could not write parse cache"),
-            Err(e) => tracing::warn!(object, error = %e, "parse cache task failed"),
-        }
     }
 
     /// Deletes cache files of objects whose hours all lie before the window.

@@ -64,6 +64,25 @@ pub struct SourceStats {
 pub struct LoadedLogs {
     pub batches: Vec<RecordBatch>,
     pub stats: SourceStats,
+    /// Parse-cache files still being written for the objects parsed now.
+    pub cache_writes: CacheWrites,
+}
+
+/// Cache files being written in the background while the run goes on (on two cores the
+/// analysis leaves room for them). A run waits for them before it ends, so a one-shot run
+/// leaves its cache complete.
+#[derive(Default)]
+#[must_use = "wait for the cache writes before the run ends"]
+pub struct CacheWrites(Vec<tokio::task::JoinHandle<()>>);
+
+impl CacheWrites {
+    pub async fn wait(self) {
+        for write in self.0 {
+            if let Err(e) = write.await {
+                tracing::warn!(error = %e, "parse cache write task failed");
+            }
+        }
+    }
 }
 
 pub struct LogSource {
@@ -223,7 +242,9 @@ impl LogSource {
             bar.finish_and_clear();
         }
         let mut batches = Vec::new();
+        let mut cache_writes = CacheWrites::default();
         for object in loaded {
+            cache_writes.0.extend(object.cache_write);
             stats.bytes_fetched += object.bytes_fetched;
             if object.from_cache {
                 stats.objects_from_cache += 1;
@@ -236,7 +257,7 @@ impl LogSource {
         if let Some(cache) = &self.cache {
             cache.prune(window, self.max_request_duration);
         }
-        Ok(LoadedLogs { batches, stats })
+        Ok(LoadedLogs { batches, stats, cache_writes })
     }
 
     async fn load_object(&self, meta: ObjectMeta, window: &Window) -> Result<LoadedObject, SourceError> {
@@ -244,16 +265,14 @@ impl LogSource {
         if let Some(cache) = &self.cache
             && let Some(hit) = cache.get(&meta, window).await
         {
-            return Ok(LoadedObject { batches: hit.batches, stats: hit.stats, bytes_fetched: 0, from_cache: true });
+            return Ok(LoadedObject { batches: hit.batches, stats: hit.stats, bytes_fetched: 0, from_cache: true, cache_write: None });
         }
         let body = ObjectReader::new(self.store.clone(), meta.location.clone(), meta.size);
         let bytes_fetched = meta.size;
         let name = object.clone();
         let parsed = tokio::task::spawn_blocking(move || parse_reader(&name, body)).await??;
-        if let Some(cache) = &self.cache {
-            cache.put(&meta, &parsed).await;
-        }
-        Ok(LoadedObject { batches: parsed.batches, stats: parsed.stats, bytes_fetched, from_cache: false })
+        let cache_write = self.cache.as_ref().map(|cache| cache.put(&meta, &parsed));
+        Ok(LoadedObject { batches: parsed.batches, stats: parsed.stats, bytes_fetched, from_cache: false, cache_write })
     }
 }
 
@@ -333,6 +352,7 @@ struct LoadedObject {
     stats: ParseStats,
     bytes_fetched: u64,
     from_cache: bool,
+    cache_write: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Parses one object read from `body`, gzip or plain (told apart by the gzip magic number,
