@@ -50,7 +50,8 @@ WITH media AS (
     -- several times faster than text. Only the result needs the session id's text.
     SELECT key64(session_id) AS session, CAST(session_id AS VARCHAR) AS session_id,
            epoch_s, epoch_s / $bucket_s AS bucket,
-           key64(c_ip) AS addr, edge, user_agent AS ua, referer AS ref, sc_bytes, range_start,
+           key64(c_ip) AS addr, edge, user_agent AS ua,
+           CASE WHEN referer IS NOT NULL THEN key64(referer) END AS ref, sc_bytes, range_start,
            key64(title) AS title, key64(rendition) AS rendition, key64(file) AS file, file_number,
            -- A segment is (title, file) across renditions; a range of one file is that file's
            -- range in its rendition (offsets differ between renditions).
@@ -139,6 +140,13 @@ apart AS (
     )
     GROUP BY session, bucket;
 
+-- Buckets and the edges that served them: its own table, as the far-apart test joins it
+-- with itself.
+CREATE TABLE edge_buckets AS
+SELECT DISTINCT p.session, p.bucket, e.latitude, e.longitude
+FROM (SELECT DISTINCT session, bucket, edge FROM positioned) p
+JOIN edge_locations e ON e.code = substr(CAST(p.edge AS VARCHAR), 1, 3);
+
 WITH crowded AS (
     -- Segments fetched from three or more addresses: three playbacks, whenever they happened.
     SELECT session, count(*) AS crowded_segments, max(addresses) AS most_addresses_per_segment
@@ -214,11 +222,6 @@ renditions AS (
     )
     GROUP BY session
 ),
-edge_buckets AS (
-    SELECT DISTINCT p.session, p.bucket, e.latitude, e.longitude
-    FROM (SELECT DISTINCT session, bucket, edge FROM positioned) p
-    JOIN edge_locations e ON e.code = substr(CAST(p.edge AS VARCHAR), 1, 3)
-),
 far AS (
     SELECT session, count(DISTINCT bucket) AS far_buckets, max(km) AS max_edge_km
     FROM (
@@ -234,25 +237,29 @@ far AS (
     WHERE km > $far_km
     GROUP BY session
 ),
-tool_agents AS (
-    -- Agents of tools rather than players; matched once per distinct agent of a session.
-    SELECT session,
+agents AS (
+    -- The agents of a session, and whether one is a tool's rather than a player's: each
+    -- distinct agent of a session is matched once.
+    SELECT session, count(*) AS user_agents,
            CAST(max(CASE WHEN regexp_like(CAST(ua AS VARCHAR), '(?i)(lavf|ffmpeg|libvlc|vlc/|curl/|wget|python|streamlink|kodi|go-http|okhttp/[0-9]|mpv)') THEN 1 ELSE 0 END) AS DOUBLE) AS tool_agent
     FROM (SELECT DISTINCT session, ua FROM positioned WHERE ua IS NOT NULL)
     GROUP BY session
 ),
+referers AS (
+    SELECT session, count(DISTINCT ref) AS referers FROM positioned GROUP BY session
+),
 sessions AS (
-    SELECT p.session, p.session_id,
-           count(DISTINCT addr) AS ips,
-           count(DISTINCT ua) AS user_agents,
-           count(DISTINCT ref) AS referers,
-           max(epoch_s) - min(epoch_s) AS duration_s,
-           coalesce(max(t.tool_agent), 0.0) AS tool_agent
-    FROM positioned p LEFT JOIN tool_agents t ON t.session = p.session
-    GROUP BY p.session, p.session_id
+    -- One distinct count per aggregation: DataFusion turns it into a cheap two-level
+    -- grouping, where several distinct counts in one aggregation cost a set per session.
+    SELECT session, session_id, count(DISTINCT addr) AS ips, max(epoch_s) - min(epoch_s) AS duration_s
+    FROM positioned
+    GROUP BY session, session_id
 ),
 signals AS (
     SELECT s.*,
+           coalesce(a.user_agents, 0) AS user_agents,
+           coalesce(a.tool_agent, 0.0) AS tool_agent,
+           coalesce(rf.referers, 0) AS referers,
            coalesce(c.concurrent_run, 0) AS concurrent_run,
            coalesce(c.concurrent_buckets, 0) AS concurrent_buckets,
            coalesce(c.shared_buckets, 0) AS shared_buckets,
@@ -265,6 +272,8 @@ signals AS (
            coalesce(f.far_buckets, 0) AS far_buckets,
            f.max_edge_km
     FROM sessions s
+    LEFT JOIN agents a ON a.session = s.session
+    LEFT JOIN referers rf ON rf.session = s.session
     LEFT JOIN concurrency c ON c.session = s.session
     LEFT JOIN crowded cr ON cr.session = s.session
     LEFT JOIN renditions r ON r.session = s.session

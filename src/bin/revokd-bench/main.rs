@@ -238,12 +238,13 @@ fn profile(config: &std::path::Path, now: DateTime<Utc>) -> Result<(), String> {
         let started = std::time::Instant::now();
         let logs = source.load(&window).await.map_err(|e| e.to_string())?;
         println!(
-            "read: {:.2} s, {} objects ({} parsed, {} from cache), {} rows",
+            "read: {:.2} s, {} objects ({} parsed, {} from cache) of {} rows, {} rows loaded (cached row groups outside the window skipped)",
             started.elapsed().as_secs_f64(),
             logs.stats.objects,
             logs.stats.objects_parsed,
             logs.stats.objects_from_cache,
-            logs.stats.parse.rows
+            logs.stats.parse.rows,
+            logs.batches.iter().map(|b| b.num_rows()).sum::<usize>()
         );
         let started = std::time::Instant::now();
         let plan = analyzer.explain_analyze(logs.batches, &window).await.map_err(|e| e.to_string())?;
