@@ -79,6 +79,17 @@ SELECT m.session, m.session_id, m.epoch_s, m.bucket, m.addr, m.edge, m.ua, m.ref
 FROM media m
 JOIN typical_size t ON t.session = m.session AND t.rendition = m.rendition;
 
+-- Each address's fetches of each segment, read by three signals: repeats by another address,
+-- crowded segments and parallel renditions.
+CREATE TABLE fetches AS
+SELECT session, segment, addr, min(epoch_s) AS first_fetch, max(epoch_s) AS last_fetch, min(bucket) AS bucket,
+       -- Whether the address fetched this segment in two or more renditions.
+       min(rendition) <> max(rendition) AS several_renditions,
+       -- A whole file, not ranges of one (the segment key tells them apart).
+       min(range_start) IS NULL AS whole_file
+FROM positioned
+GROUP BY session, segment, addr;
+
 CREATE TABLE candidate_buckets AS
 WITH duplicated AS (
     -- Per bucket, the addresses that fetched a segment another address had fetched before:
@@ -89,11 +100,7 @@ WITH duplicated AS (
     SELECT session, bucket, count(DISTINCT addr) AS later_addresses
     FROM (
         SELECT session, bucket, addr, segment = (lag(segment) OVER w) AS repeated_segment
-        FROM (
-            SELECT session, segment, addr, min(epoch_s) AS first_fetch, min(bucket) AS bucket
-            FROM positioned
-            GROUP BY session, segment, addr
-        )
+        FROM fetches
         WINDOW w AS (PARTITION BY session ORDER BY segment, first_fetch, addr)
     )
     WHERE repeated_segment
@@ -151,10 +158,11 @@ WITH crowded AS (
     -- Segments fetched from three or more addresses: three playbacks, whenever they happened.
     SELECT session, count(*) AS crowded_segments, max(addresses) AS most_addresses_per_segment
     FROM (
-        SELECT session, count(DISTINCT addr) AS addresses
-        FROM positioned
+        -- One row of fetches per address and segment.
+        SELECT session, count(*) AS addresses
+        FROM fetches
         GROUP BY session, segment
-        HAVING count(DISTINCT addr) >= 3
+        HAVING count(*) >= 3
     )
     GROUP BY session
 ),
@@ -208,16 +216,11 @@ renditions AS (
            max(CASE WHEN segments >= $restream_min_segments THEN share ELSE 0.0 END) AS rendition_share
     FROM (
         SELECT session, addr, count(*) AS segments,
-               avg(CASE WHEN renditions >= 2 THEN 1.0 ELSE 0.0 END) AS share
-        FROM (
-            -- Renditions of one segment fetched within one bucket: a ladder pulled in parallel,
-            -- not a seek back that fetched it again at another bitrate.
-            SELECT session, addr,
-                   CASE WHEN max(epoch_s) - min(epoch_s) <= $bucket_s THEN count(DISTINCT rendition) ELSE 1 END AS renditions
-            FROM positioned
-            WHERE range_start IS NULL
-            GROUP BY session, addr, title, file
-        )
+               -- Renditions of one segment fetched within one bucket: a ladder pulled in
+               -- parallel, not a seek back that fetched it again at another bitrate.
+               avg(CASE WHEN several_renditions AND last_fetch - first_fetch <= $bucket_s THEN 1.0 ELSE 0.0 END) AS share
+        FROM fetches
+        WHERE whole_file
         GROUP BY session, addr
     )
     GROUP BY session
