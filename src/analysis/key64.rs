@@ -16,7 +16,7 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array};
-use arrow::datatypes::{DataType, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type};
+use arrow::datatypes::{DataType, Int64Type, UInt64Type};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 
@@ -98,47 +98,29 @@ fn hash_integer(value: i128) -> u64 {
 
 /// One hash per row.
 fn hash_array(array: &ArrayRef) -> Result<Vec<u64>> {
-    macro_rules! integers {
-        ($t:ty) => {
-            mask_nulls(array.nulls(), array.as_primitive::<$t>().values().iter().map(|&v| hash_integer(v as i128)).collect())
-        };
-    }
-    macro_rules! dictionary {
-        ($k:ty) => {{
-            let dict = array.as_dictionary::<$k>();
-            // The values once, then a lookup per row.
-            let value_hashes = hash_array(dict.values())?;
-            let keys = dict.keys();
-            let hashes = keys.values().iter().map(|&k| value_hashes.get(k as usize).copied().unwrap_or(NULL_HASH)).collect();
-            mask_nulls(keys.nulls(), hashes)
-        }};
+    if let Some(dict) = array.as_any_dictionary_opt() {
+        // The values once, then a lookup per row (null keys normalise to 0: masked below).
+        let value_hashes = hash_array(dict.values())?;
+        let hashes = dict.normalized_keys().into_iter().map(|k| value_hashes.get(k).copied().unwrap_or(NULL_HASH)).collect();
+        return Ok(mask_nulls(dict.keys().nulls(), hashes));
     }
     Ok(match array.data_type() {
         DataType::Utf8 => array.as_string::<i32>().iter().map(hash_text).collect(),
         DataType::LargeUtf8 => array.as_string::<i64>().iter().map(hash_text).collect(),
         DataType::Utf8View => array.as_string_view().iter().map(hash_text).collect(),
         DataType::Null => vec![NULL_HASH; array.len()],
-        DataType::Int8 => integers!(Int8Type),
-        DataType::Int16 => integers!(Int16Type),
-        DataType::Int32 => integers!(Int32Type),
-        DataType::Int64 => integers!(Int64Type),
-        DataType::UInt8 => integers!(UInt8Type),
-        DataType::UInt16 => integers!(UInt16Type),
-        DataType::UInt32 => integers!(UInt32Type),
-        DataType::UInt64 => integers!(UInt64Type),
-        DataType::Dictionary(key, _) => match key.as_ref() {
-            DataType::Int8 => dictionary!(Int8Type),
-            DataType::Int16 => dictionary!(Int16Type),
-            DataType::Int32 => dictionary!(Int32Type),
-            DataType::Int64 => dictionary!(Int64Type),
-            DataType::UInt8 => dictionary!(UInt8Type),
-            DataType::UInt16 => dictionary!(UInt16Type),
-            DataType::UInt32 => dictionary!(UInt32Type),
-            DataType::UInt64 => dictionary!(UInt64Type),
-            other => return exec_err!("key64: dictionary keys of type {other}"),
-        },
+        DataType::UInt64 => hash_integers(array.as_primitive::<UInt64Type>().values().iter().map(|&v| i128::from(v)), array.nulls()),
+        t if t.is_integer() => {
+            // Every other integer type fits in an Int64.
+            let wide = arrow::compute::cast(array, &DataType::Int64)?;
+            hash_integers(wide.as_primitive::<Int64Type>().values().iter().map(|&v| i128::from(v)), array.nulls())
+        }
         other => return exec_err!("key64: cannot key a {other} column"),
     })
+}
+
+fn hash_integers(values: impl Iterator<Item = i128>, nulls: Option<&arrow::buffer::NullBuffer>) -> Vec<u64> {
+    mask_nulls(nulls, values.map(hash_integer).collect())
 }
 
 fn hash_text(value: Option<&str>) -> u64 {
@@ -156,6 +138,7 @@ fn mask_nulls(nulls: Option<&arrow::buffer::NullBuffer>, hashes: Vec<u64>) -> Ve
 mod tests {
     use super::*;
     use arrow::array::{DictionaryArray, Int64Array, StringArray, StringViewArray};
+    use arrow::datatypes::Int32Type;
     use arrow::datatypes::Field;
 
     fn key(args: Vec<ArrayRef>) -> Vec<i64> {
@@ -196,6 +179,22 @@ mod tests {
         assert_ne!(k[0], k[3]);
         let swapped = key(vec![b, a]);
         assert_ne!(k[0], swapped[0]);
+    }
+
+    #[test]
+    fn integers_key_by_value_and_dictionaries_by_value_whatever_their_key_type() {
+        use arrow::array::{Int32Array, UInt64Array};
+        use arrow::datatypes::UInt8Type;
+        let narrow: ArrayRef = Arc::new(Int32Array::from(vec![Some(7), None, Some(-1)]));
+        let wide: ArrayRef = Arc::new(Int64Array::from(vec![Some(7), None, Some(-1)]));
+        assert_eq!(key(vec![narrow]), key(vec![wide]));
+        let unsigned: ArrayRef = Arc::new(UInt64Array::from(vec![7, u64::MAX]));
+        let k = key(vec![unsigned]);
+        assert_eq!(k[0], key(vec![Arc::new(Int64Array::from(vec![7]))])[0]);
+        assert_ne!(k[1], key(vec![Arc::new(Int64Array::from(vec![None::<i64>]))])[0], "u64::MAX is not NULL");
+        let small_keys: ArrayRef = Arc::new(DictionaryArray::<UInt8Type>::from_iter([Some("a"), None, Some("b")]));
+        let int_keys: ArrayRef = Arc::new(DictionaryArray::<Int32Type>::from_iter([Some("a"), None, Some("b")]));
+        assert_eq!(key(vec![small_keys]), key(vec![int_keys]));
     }
 
     #[test]
