@@ -291,7 +291,8 @@ fn progress_bar(objects: &[ObjectMeta]) -> indicatif::ProgressBar {
 /// Reads an object in ranged requests of [`ObjectReader::CHUNK`] bytes, fetching the next
 /// while the current one is parsed: memory stays at two chunks per object in flight, not
 /// whole objects, and large requests keep S3 and local files alike efficient (a plain
-/// `get` stream of a local file comes in 8 KiB pieces). For use on a blocking thread.
+/// `get` stream of a local file comes in 8 KiB pieces). Its chunks are handed out in place
+/// (`BufRead`), so the inflater reads them without another copy. For use on a blocking thread.
 struct ObjectReader {
     store: Arc<dyn ObjectStore>,
     location: ObjectPath,
@@ -332,17 +333,30 @@ impl ObjectReader {
     }
 }
 
-impl std::io::Read for ObjectReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.position == self.current.len() {
-            let Some(pending) = self.pending.take() else { return Ok(0) };
+impl std::io::BufRead for ObjectReader {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        if self.position == self.current.len()
+            && let Some(pending) = self.pending.take()
+        {
             self.current = self.runtime.block_on(pending).map_err(std::io::Error::other)?.map_err(std::io::Error::other)?;
             self.position = 0;
             self.fetch_next();
         }
-        let n = buf.len().min(self.current.len() - self.position);
-        buf[..n].copy_from_slice(&self.current[self.position..self.position + n]);
-        self.position += n;
+        Ok(&self.current[self.position..])
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.position = (self.position + amount).min(self.current.len());
+    }
+}
+
+impl std::io::Read for ObjectReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::BufRead;
+        let available = self.fill_buf()?;
+        let n = buf.len().min(available.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
         Ok(n)
     }
 }
@@ -357,10 +371,8 @@ struct LoadedObject {
 
 /// Parses one object read from `body`, gzip or plain (told apart by the gzip magic number,
 /// not the name).
-pub fn parse_reader(object: &str, body: impl std::io::Read) -> Result<cloudfront::ParsedObject, cloudfront::ParseError> {
+pub fn parse_reader(object: &str, mut body: impl std::io::BufRead) -> Result<cloudfront::ParsedObject, cloudfront::ParseError> {
     use std::io::Read;
-    const READ_BUFFER: usize = 256 * 1024;
-    let mut body = std::io::BufReader::with_capacity(READ_BUFFER, body);
     // A stream may deliver its first bytes one at a time: read the two magic bytes for sure,
     // then put them back in front.
     let mut magic = Vec::with_capacity(2);
@@ -369,9 +381,10 @@ pub fn parse_reader(object: &str, body: impl std::io::Read) -> Result<cloudfront
         .read_to_end(&mut magic)
         .map_err(|source| cloudfront::ParseError::Io { object: object.to_string(), line: 1, source })?;
     let gzip = magic == [0x1f, 0x8b];
-    let body = std::io::BufReader::with_capacity(READ_BUFFER, std::io::Cursor::new(magic).chain(body));
+    let body = std::io::Cursor::new(magic).chain(body);
     if gzip {
-        // parse_log reads in large blocks itself: no buffer between it and the inflater.
+        // The inflater reads `body`'s buffers in place, and parse_log reads in large blocks
+        // itself: no buffer in between.
         cloudfront::parse_log(object, flate2::bufread::MultiGzDecoder::new(body))
     } else {
         cloudfront::parse_log(object, body)
@@ -409,10 +422,10 @@ mod tests {
         let line = "2026-11-20\t10:00:00\tIAD89-C1\t500000\t198.51.100.7\tGET\td.cloudfront.net\t/abc.h.p.s/live/ch1/720p/seg_1.ts\t200\t-\tMozilla/5.0%20X\t-\t-\tHit\tid\tcdn.example\thttps\t100\t0.01\t-\tTLSv1.3\tTLS_AES_128_GCM_SHA256\tHit\tHTTP/2.0\t-\t-\t443\t0.01\tHit\tvideo/MP2T\t500000\t-\t-\n";
         let text = format!("#Version: 1.0\n#Fields: {}\n{line}", cloudfront::CURRENT_FIELDS);
         let compressed = gzip(&text);
-        let from_trickle = parse_reader("trickle.gz", Trickle(&compressed)).unwrap();
+        let from_trickle = parse_reader("trickle.gz", std::io::BufReader::with_capacity(1, Trickle(&compressed))).unwrap();
         assert_eq!(from_trickle.stats.rows, 1);
         assert_eq!(from_trickle.stats.malformed_lines, 0);
-        let plain = parse_reader("plain.log", Trickle(text.as_bytes())).unwrap();
+        let plain = parse_reader("plain.log", std::io::BufReader::with_capacity(1, Trickle(text.as_bytes()))).unwrap();
         assert_eq!(plain.stats.rows, 1);
     }
 }
