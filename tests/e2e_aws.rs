@@ -261,3 +261,45 @@ async fn blast_radius_guard_holds_a_mass_revocation_for_review() {
     let (_, rules) = s.rules().await;
     assert_eq!(rules.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), vec!["revokd-keeper"]);
 }
+
+/// S3 returns keys in order and honours `start-after`: without configured distribution ids
+/// the listing still jumps to each distribution's window hours and past them.
+#[tokio::test]
+async fn s3_listing_without_distribution_ids_finds_each_distributions_window_files() {
+    use revokd::config::{LogLocation, LogsConfig};
+    use revokd::source::{LogSource, Window, names};
+    let emu = emulator();
+    let prefix = unique("cf");
+    let window_hour = names::parse_hour_stamp("2026-11-20-10").unwrap();
+    let mut expected = Vec::new();
+    for dist in ["E1", "E2ABC", "sub/E1"] {
+        for hour in window_hour - 5..=window_hour + 3 {
+            let key = format!("{prefix}/{dist}.{}.0001.gz", names::hour_stamp(hour));
+            emu.upload(&key, b"x".to_vec()).await;
+            if hour == window_hour {
+                expected.push(key);
+            }
+        }
+    }
+    let unnamed = format!("{prefix}/E1.readme.txt");
+    emu.upload(&unnamed, b"x".to_vec()).await;
+    expected.push(unnamed);
+    expected.sort();
+
+    let config = LogsConfig {
+        location: LogLocation::S3 { bucket: emu.bucket.clone(), prefix: prefix.clone() },
+        distribution_ids: vec![],
+        region: Some("us-east-1".into()),
+        endpoint: Some(emu.endpoint.clone()),
+        allow_http: true,
+        max_request_duration: std::time::Duration::ZERO,
+        max_concurrent_fetches: 2,
+        max_retries: 0,
+        cache: false,
+    };
+    let source = LogSource::from_config(&config, std::path::Path::new("unused")).unwrap();
+    let end = chrono::DateTime::from_timestamp(window_hour * 3600 + 1800, 0).unwrap();
+    let found = source.list_window(&Window::ending_at(end, std::time::Duration::from_secs(600))).await.unwrap();
+    let found: Vec<String> = found.iter().map(|o| o.location.to_string()).collect();
+    assert_eq!(found, expected);
+}

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod cloudfront;
 pub mod names;
 
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
 use crate::config::{LogLocation, LogsConfig};
 pub use cloudfront::{ParseStats, REQUESTS_SCHEMA};
-pub use names::{LogObjectName, Window};
+pub use names::{HourIndex, LogObjectName, Window};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -166,56 +167,118 @@ impl LogSource {
     /// The objects that can hold entries inside `window`, by their names.
     pub async fn list_window(&self, window: &Window) -> Result<Vec<ObjectMeta>, SourceError> {
         let hours = window.file_hours(self.max_request_duration);
-        let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
-        let list_err = |source| SourceError::List { location: self.location.clone(), source };
-        let mut found = Vec::new();
-        let mut unnamed = 0u64;
-        if self.distribution_ids.is_empty() {
-            let mut listing = self.store.list(prefix);
-            while let Some(meta) = listing.try_next().await.map_err(list_err)? {
-                match LogObjectName::parse(&meta.location) {
-                    Some(name) if hours.contains(&name.hour) => found.push(meta),
-                    Some(_) => {}
-                    None => {
-                        // Without a CloudFront name we cannot tell its hours: read it rather than
-                        // miss entries; rows outside the window are filtered by the query.
-                        unnamed += 1;
-                        found.push(meta);
-                    }
-                }
-            }
+        let mut listed = if !self.ordered_listing {
+            // A local directory is read whole whatever the offset: filter it in one pass.
+            self.list_filtered(&hours).await?
+        } else if self.distribution_ids.is_empty() {
+            self.list_skipping(&hours).await?
         } else {
-            for dist in &self.distribution_ids {
-                // Keys sort by `<DIST>.<YYYY-MM-DD-HH>`: start listing at the first hour of the
-                // window instead of the beginning of the bucket.
-                let first = names::hour_key(&self.prefix, dist, *hours.start());
-                let past_last = names::hour_key(&self.prefix, dist, *hours.end() + 1);
-                let offset = ObjectPath::from(first.as_str());
-                let mut listing = self.store.list_with_offset(prefix, &offset);
-                while let Some(meta) = listing.try_next().await.map_err(list_err)? {
-                    let key = meta.location.as_ref();
-                    if self.ordered_listing && key >= past_last.as_str() {
-                        break;
-                    }
-                    if let Some(name) = LogObjectName::parse(&meta.location)
-                        && name.distribution == *dist
-                        && hours.contains(&name.hour)
-                    {
-                        found.push(meta);
-                    }
-                }
-            }
-            // The offset is exclusive; an object named exactly `<DIST>.<hour>` is not CloudFront's.
-        }
-        if unnamed > 0 {
+            self.list_distributions(&hours).await?
+        };
+        if listed.unnamed > 0 {
             tracing::debug!(
                 location = %self.location,
-                objects = unnamed,
+                objects = listed.unnamed,
                 "objects without a CloudFront log name are read in full every run"
             );
         }
-        found.sort_by(|a, b| a.location.cmp(&b.location));
-        Ok(found)
+        listed.objects.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(listed.objects)
+    }
+
+    fn list_prefix(&self) -> Option<&ObjectPath> {
+        (!self.prefix.as_ref().is_empty()).then_some(&self.prefix)
+    }
+
+    fn list_error(&self, source: object_store::Error) -> SourceError {
+        SourceError::List { location: self.location.clone(), source }
+    }
+
+    /// Every object under the prefix, kept when its name is in the window's hours.
+    async fn list_filtered(&self, hours: &RangeInclusive<HourIndex>) -> Result<Listed, SourceError> {
+        let mut listed = Listed::default();
+        let mut listing = self.store.list(self.list_prefix());
+        while let Some(meta) = listing.try_next().await.map_err(|e| self.list_error(e))? {
+            match LogObjectName::parse(&meta.location) {
+                Some(name) if !self.distribution_ids.is_empty() && !self.distribution_ids.contains(&name.distribution) => {}
+                Some(name) if hours.contains(&name.hour) => listed.objects.push(meta),
+                Some(_) => {}
+                None => listed.push_unnamed(meta),
+            }
+        }
+        Ok(listed)
+    }
+
+    /// Each configured distribution's keys from the window's first hour to past its last.
+    async fn list_distributions(&self, hours: &RangeInclusive<HourIndex>) -> Result<Listed, SourceError> {
+        let mut listed = Listed::default();
+        for dist in &self.distribution_ids {
+            // Keys sort by `<DIST>.<YYYY-MM-DD-HH>`: start listing at the first hour of the
+            // window instead of the beginning of the bucket. The offset is exclusive; an object
+            // named exactly `<DIST>.<hour>` is not CloudFront's.
+            let first = names::hour_key(&self.prefix, dist, *hours.start());
+            let past_last = names::hour_key(&self.prefix, dist, *hours.end() + 1);
+            let mut listing = self.store.list_with_offset(self.list_prefix(), &ObjectPath::from(first.as_str()));
+            while let Some(meta) = listing.try_next().await.map_err(|e| self.list_error(e))? {
+                if meta.location.as_ref() >= past_last.as_str() {
+                    break;
+                }
+                if let Some(name) = LogObjectName::parse(&meta.location)
+                    && name.distribution == *dist
+                    && hours.contains(&name.hour)
+                {
+                    listed.objects.push(meta);
+                }
+            }
+        }
+        Ok(listed)
+    }
+
+    /// Lists the window's hours of every distribution without knowing the distributions: a
+    /// skip scan over the ordered keys. At a distribution's first key before the window the
+    /// listing starts again at that distribution's first hour of the window (`start-after`),
+    /// and at its first key past the window it starts again after the distribution's last
+    /// possible key. A bucket with months of logs costs a few list requests per distribution
+    /// instead of one per thousand keys it holds.
+    async fn list_skipping(&self, hours: &RangeInclusive<HourIndex>) -> Result<Listed, SourceError> {
+        let mut listed = Listed::default();
+        let first_stamp = names::hour_stamp(*hours.start());
+        let mut offset: Option<ObjectPath> = None;
+        'restart: loop {
+            let mut listing = match &offset {
+                Some(offset) => self.store.list_with_offset(self.list_prefix(), offset),
+                None => self.store.list(self.list_prefix()),
+            };
+            while let Some(meta) = listing.try_next().await.map_err(|e| self.list_error(e))? {
+                let Some(name) = LogObjectName::parse(&meta.location) else {
+                    listed.push_unnamed(meta);
+                    continue;
+                };
+                // `<dir>/<DIST>.`: the part of the key every file of this distribution shares.
+                let key = meta.location.as_ref();
+                let file_len = meta.location.filename().map_or(0, str::len);
+                let stem = &key[..key.len() - file_len + name.distribution.len() + 1];
+                let jump = if name.hour < *hours.start() {
+                    // Hour stamps are fixed-width, so they sort in time order.
+                    format!("{stem}{first_stamp}")
+                } else if name.hour > *hours.end() {
+                    // ':' sorts after every digit, so after every hour stamp.
+                    format!("{stem}:")
+                } else {
+                    listed.objects.push(meta);
+                    continue;
+                };
+                // A jump must land past the current key, or the scan could come back to it.
+                match ObjectPath::parse(&jump) {
+                    Ok(jump) if jump.as_ref() > key => {
+                        offset = Some(jump);
+                        continue 'restart;
+                    }
+                    _ => {}
+                }
+            }
+            return Ok(listed);
+        }
     }
 
     /// Lists, fetches and parses every object of the window.
@@ -273,6 +336,23 @@ impl LogSource {
         let parsed = tokio::task::spawn_blocking(move || parse_reader(&name, body)).await??;
         let cache_write = self.cache.as_ref().map(|cache| cache.put(&meta, &parsed));
         Ok(LoadedObject { batches: parsed.batches, stats: parsed.stats, bytes_fetched, from_cache: false, cache_write })
+    }
+}
+
+/// What a listing found.
+#[derive(Default)]
+struct Listed {
+    objects: Vec<ObjectMeta>,
+    /// Objects without a CloudFront log name (counted in `objects` too).
+    unnamed: u64,
+}
+
+impl Listed {
+    /// Without a CloudFront name an object's hours are unknown: it is read rather than
+    /// missing entries, and rows outside the window are filtered by the query.
+    fn push_unnamed(&mut self, meta: ObjectMeta) {
+        self.unnamed += 1;
+        self.objects.push(meta);
     }
 }
 
@@ -394,6 +474,135 @@ pub fn parse_reader(object: &str, mut body: impl std::io::BufRead) -> Result<clo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// An ordered in-memory store that counts the keys its listings hand out: the keys a
+    /// paginated S3 listing would have transferred.
+    #[derive(Debug, Default)]
+    struct CountingStore {
+        inner: object_store::memory::InMemory,
+        keys_listed: Arc<AtomicU64>,
+    }
+
+    impl std::fmt::Display for CountingStore {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "CountingStore")
+        }
+    }
+
+    impl CountingStore {
+        fn counted(&self, listing: futures::stream::BoxStream<'static, object_store::Result<ObjectMeta>>) -> futures::stream::BoxStream<'static, object_store::Result<ObjectMeta>> {
+            let keys_listed = self.keys_listed.clone();
+            listing.inspect(move |_| { keys_listed.fetch_add(1, Ordering::Relaxed); }).boxed()
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for CountingStore {
+        async fn put_opts(&self, location: &ObjectPath, payload: object_store::PutPayload, opts: object_store::PutOptions) -> object_store::Result<object_store::PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(&self, location: &ObjectPath, opts: object_store::PutMultipartOptions) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(&self, location: &ObjectPath, options: object_store::GetOptions) -> object_store::Result<object_store::GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(&self, locations: futures::stream::BoxStream<'static, object_store::Result<ObjectPath>>) -> futures::stream::BoxStream<'static, object_store::Result<ObjectPath>> {
+            self.inner.delete_stream(locations)
+        }
+        fn list(&self, prefix: Option<&ObjectPath>) -> futures::stream::BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.counted(self.inner.list(prefix))
+        }
+        fn list_with_offset(&self, prefix: Option<&ObjectPath>, offset: &ObjectPath) -> futures::stream::BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.counted(self.inner.list_with_offset(prefix, offset))
+        }
+        async fn list_with_delimiter(&self, prefix: Option<&ObjectPath>) -> object_store::Result<object_store::ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(&self, from: &ObjectPath, to: &ObjectPath, options: object_store::CopyOptions) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    fn source_over(store: Arc<CountingStore>, prefix: &str, distribution_ids: &[&str], ordered_listing: bool) -> LogSource {
+        LogSource {
+            store,
+            prefix: ObjectPath::from(prefix),
+            location: "memory".into(),
+            distribution_ids: distribution_ids.iter().map(|d| d.to_string()).collect(),
+            ordered_listing,
+            max_request_duration: Duration::ZERO,
+            max_concurrent_fetches: 1,
+            cache: None,
+            progress: false,
+        }
+    }
+
+    fn at(rfc3339: &str) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339(rfc3339).unwrap().with_timezone(&chrono::Utc)
+    }
+
+    fn keys(objects: &[ObjectMeta]) -> Vec<String> {
+        objects.iter().map(|o| o.location.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn listing_without_distribution_ids_skips_the_hours_outside_the_window() {
+        let store = Arc::new(CountingStore::default());
+        let first_hour = names::parse_hour_stamp("2026-10-01-00").unwrap();
+        let window_hour = names::parse_hour_stamp("2026-11-20-10").unwrap();
+        let mut expected = Vec::new();
+        let mut stored = 0;
+        // Seven weeks of hourly files of three distributions, one in a folder of its own.
+        for dist_prefix in ["cf/E1", "cf/E22", "cf/tv/E1"] {
+            for hour in first_hour..window_hour + 30 {
+                for id in ["a1", "b2"] {
+                    let key = format!("{dist_prefix}.{}.{id}.gz", names::hour_stamp(hour));
+                    store.put(&ObjectPath::from(key.as_str()), "x".into()).await.unwrap();
+                    stored += 1;
+                    if hour == window_hour {
+                        expected.push(key);
+                    }
+                }
+            }
+        }
+        // Objects without CloudFront names, between and after the distributions' files.
+        for key in ["cf/E1.notes.txt", "cf/E2.readme", "cf/zz-manifest.json"] {
+            store.put(&ObjectPath::from(key), "x".into()).await.unwrap();
+            stored += 1;
+            expected.push(key.to_string());
+        }
+        expected.sort();
+        let window = Window::ending_at(at("2026-11-20T10:20:00Z"), Duration::from_secs(600));
+
+        let skipping = source_over(store.clone(), "cf", &[], true).list_window(&window).await.unwrap();
+        let skipped_listing = store.keys_listed.swap(0, Ordering::Relaxed);
+        let full = source_over(store.clone(), "cf", &[], false).list_window(&window).await.unwrap();
+        let full_listing = store.keys_listed.swap(0, Ordering::Relaxed);
+
+        assert_eq!(keys(&skipping), expected);
+        assert_eq!(keys(&full), expected);
+        // Per distribution: the first key, the window's keys, the first key past the window.
+        assert!(skipped_listing <= 3 * 4 + 3, "skip scan handed out {skipped_listing} keys");
+        assert_eq!(full_listing, stored);
+    }
+
+    #[tokio::test]
+    async fn listing_with_distribution_ids_reads_only_those_distributions() {
+        let store = Arc::new(CountingStore::default());
+        let hour = names::parse_hour_stamp("2026-11-20-10").unwrap();
+        for dist in ["E1", "E2", "E3"] {
+            for h in hour - 48..=hour + 1 {
+                store.put(&ObjectPath::from(format!("cf/{dist}.{}.id.gz", names::hour_stamp(h))), "x".into()).await.unwrap();
+            }
+        }
+        let window = Window::ending_at(at("2026-11-20T10:50:00Z"), Duration::from_secs(600));
+        for ordered in [true, false] {
+            let found = source_over(store.clone(), "cf", &["E1", "E3"], ordered).list_window(&window).await.unwrap();
+            assert_eq!(keys(&found), ["cf/E1.2026-11-20-10.id.gz", "cf/E3.2026-11-20-10.id.gz"], "ordered listing: {ordered}");
+        }
+    }
 
     /// A reader that hands out one byte per call, as a network stream may.
     struct Trickle<'a>(&'a [u8]);
