@@ -44,15 +44,29 @@
 -- @param min_far_buckets          int     4    Buckets with edges more than far_km apart.
 
 -- Statements before the last materialise what later ones read several times.
+
+-- User agents of tools rather than players, matched once per distinct agent: `positioned`
+-- then carries each request's agent as a 64-bit key, where its text (a copy of the agents'
+-- dictionary in every batch) would make it a third larger.
+CREATE TABLE tool_agents AS
+SELECT key64(user_agent) AS ua
+FROM (SELECT DISTINCT user_agent FROM requests WHERE user_agent IS NOT NULL)
+WHERE regexp_like(CAST(user_agent AS VARCHAR), '(?i)(lavf|ffmpeg|libvlc|vlc/|curl/|wget|python|streamlink|kodi|go-http|okhttp/[0-9]|mpv)');
+
+-- Session ids as text, once per session: the tables below carry the 64-bit key alone.
+CREATE TABLE session_ids AS
+SELECT key64(session_id) AS session, CAST(session_id AS VARCHAR) AS session_id
+FROM (SELECT DISTINCT session_id FROM requests WHERE session_id IS NOT NULL);
+
 CREATE TABLE positioned AS
 WITH media AS (
     -- Keys as 64-bit integers (key64): DataFusion groups, sorts, joins and compares them
-    -- several times faster than text. Only the result needs the session id's text.
-    SELECT key64(session_id) AS session, CAST(session_id AS VARCHAR) AS session_id,
-           epoch_s, epoch_s / $bucket_s AS bucket,
-           key64(c_ip) AS addr, edge, user_agent AS ua,
+    -- several times faster than text. Only the result needs the session id's text
+    -- (`session_ids`).
+    SELECT key64(session_id) AS session, epoch_s, epoch_s / $bucket_s AS bucket,
+           key64(c_ip) AS addr, edge, key64(user_agent) AS ua,
            CASE WHEN referer IS NOT NULL THEN key64(referer) END AS ref, sc_bytes, range_start,
-           key64(title) AS title, key64(rendition) AS rendition, key64(file) AS file, file_number,
+           key64(title) AS title, key64(rendition) AS rendition, file_number,
            -- A segment is (title, file) across renditions; a range of one file is that file's
            -- range in its rendition (offsets differ between renditions).
            key64(title, file, CASE WHEN range_start IS NOT NULL THEN rendition END, range_start) AS segment
@@ -70,8 +84,8 @@ typical_size AS (
     GROUP BY session, rendition
 )
 -- Only what later statements read: this table is the query's largest.
-SELECT m.session, m.session_id, m.epoch_s, m.bucket, m.addr, m.edge, m.ua, m.ref, m.range_start,
-       m.title, m.rendition, m.file, m.segment,
+SELECT m.session, m.epoch_s, m.bucket, m.addr, m.edge, m.ua, m.ref, m.range_start,
+       m.title, m.rendition, m.segment,
        -- Where in the title a request plays, in segments: the file's number, or for one file
        -- fetched by ranges, the first byte over the rendition's typical request size.
        CASE WHEN m.range_start IS NOT NULL THEN CAST(m.range_start AS DOUBLE) / t.request_bytes
@@ -244,12 +258,12 @@ far AS (
     GROUP BY session
 ),
 agents AS (
-    -- The agents of a session, and whether one is a tool's rather than a player's: each
-    -- distinct agent of a session is matched once.
-    SELECT session, count(*) AS user_agents,
-           CAST(max(CASE WHEN regexp_like(CAST(ua AS VARCHAR), '(?i)(lavf|ffmpeg|libvlc|vlc/|curl/|wget|python|streamlink|kodi|go-http|okhttp/[0-9]|mpv)') THEN 1 ELSE 0 END) AS DOUBLE) AS tool_agent
-    FROM (SELECT DISTINCT session, ua FROM positioned WHERE ua IS NOT NULL)
-    GROUP BY session
+    -- The agents of a session, and whether one is a tool's rather than a player's.
+    SELECT a.session, count(*) AS user_agents,
+           CAST(max(CASE WHEN t.ua IS NOT NULL THEN 1 ELSE 0 END) AS DOUBLE) AS tool_agent
+    FROM (SELECT DISTINCT session, ua FROM positioned WHERE ua IS NOT NULL) a
+    LEFT JOIN tool_agents t ON t.ua = a.ua
+    GROUP BY a.session
 ),
 referers AS (
     SELECT session, count(DISTINCT ref) AS referers FROM positioned GROUP BY session
@@ -257,12 +271,12 @@ referers AS (
 sessions AS (
     -- One distinct count per aggregation: DataFusion turns it into a cheap two-level
     -- grouping, where several distinct counts in one aggregation cost a set per session.
-    SELECT session, session_id, count(DISTINCT addr) AS ips, max(epoch_s) - min(epoch_s) AS duration_s
+    SELECT session, count(DISTINCT addr) AS ips, max(epoch_s) - min(epoch_s) AS duration_s
     FROM positioned
-    GROUP BY session, session_id
+    GROUP BY session
 ),
 signals AS (
-    SELECT s.*,
+    SELECT s.*, n.session_id,
            coalesce(a.user_agents, 0) AS user_agents,
            coalesce(a.tool_agent, 0.0) AS tool_agent,
            coalesce(rf.referers, 0) AS referers,
@@ -278,6 +292,7 @@ signals AS (
            coalesce(f.far_buckets, 0) AS far_buckets,
            f.max_edge_km
     FROM sessions s
+    JOIN session_ids n ON n.session = s.session
     LEFT JOIN agents a ON a.session = s.session
     LEFT JOIN referers rf ON rf.session = s.session
     LEFT JOIN concurrency c ON c.session = s.session
