@@ -47,11 +47,12 @@
 
 -- User agents of tools rather than players, matched once per distinct agent: `positioned`
 -- then carries each request's agent as a 64-bit key, where its text (a copy of the agents'
--- dictionary in every batch) would make it a third larger.
+-- dictionary in every batch) would make it a third larger. Lowercased text against a
+-- lowercase pattern: a case-insensitive one cost ~15-25 ms of every run.
 CREATE TABLE tool_agents AS
 SELECT key64(user_agent) AS ua
 FROM (SELECT DISTINCT user_agent FROM requests WHERE user_agent IS NOT NULL)
-WHERE regexp_like(CAST(user_agent AS VARCHAR), '(?i)(lavf|ffmpeg|libvlc|vlc/|curl/|wget|python|streamlink|kodi|go-http|okhttp/[0-9]|mpv)');
+WHERE regexp_like(lower(CAST(user_agent AS VARCHAR)), '(lavf|ffmpeg|libvlc|vlc/|curl/|wget|python|streamlink|kodi|go-http|okhttp/[0-9]|mpv)');
 
 -- Session ids as text, once per session: the tables below carry the 64-bit key alone.
 CREATE TABLE session_ids AS
