@@ -66,10 +66,11 @@ struct Dataset {
     files: Vec<PathBuf>,
     lines: u64,
     compressed_bytes: u64,
+    inflated_bytes: u64,
 }
 
-/// The dataset, and whether this process generated it just now.
-fn dataset(args: &SpeedArgs) -> Result<(Dataset, bool), String> {
+/// Generates the logs unless `args.dir` holds them for these arguments already; true if it did.
+fn generate_dataset(args: &SpeedArgs) -> Result<bool, String> {
     let logs = args.dir.join("logs");
     let new_minute = args.dir.join("new-minute");
     let marker = args.dir.join("dataset.json");
@@ -98,6 +99,13 @@ fn dataset(args: &SpeedArgs) -> Result<(Dataset, bool), String> {
         sim::logfile::write_files(&traffic, &new_minute, "", &late).map_err(|e| e.to_string())?;
         std::fs::write(&marker, serde_json::json!({ "params": wanted }).to_string()).map_err(|e| e.to_string())?;
     }
+    Ok(generate)
+}
+
+/// The generated logs, inflated once to count their lines and bytes the way the floor reads them.
+fn dataset(args: &SpeedArgs) -> Result<Dataset, String> {
+    let logs = args.dir.join("logs");
+    let new_minute = args.dir.join("new-minute");
     let list = |dir: &Path| -> Result<Vec<PathBuf>, String> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| format!("{}: {e}", dir.display()))?
@@ -109,9 +117,8 @@ fn dataset(args: &SpeedArgs) -> Result<(Dataset, bool), String> {
     let mut files = list(&logs)?;
     files.extend(list(&new_minute)?);
     let compressed_bytes = files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
-    // Lines, counted the way the floor reads them.
-    let (_, lines) = decompress_all(&files, 1, true)?;
-    Ok((Dataset { new_minute, files, lines, compressed_bytes }, generate))
+    let (inflated_bytes, lines) = decompress_all(&files, 1, true)?;
+    Ok(Dataset { new_minute, files, lines, compressed_bytes, inflated_bytes })
 }
 
 /// Inflates every file with `threads` threads; returns (bytes inflated, lines if counted).
@@ -210,8 +217,7 @@ fn duckdb_venv(args: &SpeedArgs) -> Result<PathBuf, String> {
 }
 
 pub fn speed(args: SpeedArgs) -> Result<(), String> {
-    let (data, generated) = dataset(&args)?;
-    if generated {
+    if generate_dataset(&args)? {
         // Generating grew this process to hundreds of MiB, and on Linux a child spawned from
         // it inherits that high-water mark in its rusage: every peak RSS below would read at
         // least that much. A fresh process measures, on the files now on disk.
@@ -221,15 +227,15 @@ pub fn speed(args: SpeedArgs) -> Result<(), String> {
             .map_err(|e| format!("restarting the benchmark: {e}"))?;
         return if status.success() { Ok(()) } else { Err(format!("benchmark exited with {status}")) };
     }
+    let data = dataset(&args)?;
     let threads = args.threads;
     let end = START + HOUR;
-    let (inflated, _) = decompress_all(&data.files, 1, false)?;
     println!(
         "speed benchmark: {} lines, {} gzip files, {:.0} MB compressed / {:.0} MB inflated, {} threads, best of {}",
         data.lines,
         data.files.len(),
         data.compressed_bytes as f64 / 1e6,
-        inflated as f64 / 1e6,
+        data.inflated_bytes as f64 / 1e6,
         threads,
         args.repeat
     );
