@@ -57,7 +57,7 @@ WHERE regexp_like(lower(CAST(user_agent AS VARCHAR)), '(lavf|ffmpeg|libvlc|vlc/|
 -- Session ids as text, once per session: the tables below carry the 64-bit key alone.
 CREATE TABLE session_ids AS
 SELECT key64(session_id) AS session, CAST(session_id AS VARCHAR) AS session_id
-FROM (SELECT DISTINCT session_id FROM requests WHERE session_id IS NOT NULL);
+FROM (SELECT DISTINCT session_id FROM requests);
 
 CREATE TABLE positioned AS
 WITH media AS (
