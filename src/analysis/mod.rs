@@ -218,7 +218,12 @@ impl Analyzer {
     }
 
     fn context(&self, batches: Vec<RecordBatch>) -> Result<SessionContext, AnalysisError> {
-        let config = SessionConfig::new().with_target_partitions(self.partitions);
+        let mut config = SessionConfig::new().with_target_partitions(self.partitions);
+        // A run plans every statement anew, and on a scheduled run's 10 minutes of logs the
+        // planning is a good part of the run. Without the second and third optimiser passes the
+        // shipped queries give the same results at the same cold-run speed, and each
+        // incremental run takes ~30 ms less.
+        config.options_mut().optimizer.max_passes = 1;
         let ctx = SessionContext::new_with_config(config);
         // Spread batches over partitions so the scan runs on every core.
         let mut partitions = vec![Vec::new(); self.partitions.max(1)];
