@@ -208,10 +208,24 @@ struct Entry<'a> {
 
 /// The parts of one distinct object path, computed once per batch dictionary entry.
 struct PathParts {
-    title: String,
-    rendition: String,
-    file: String,
+    /// Byte ranges of the path: the parts are sliced from the path dictionary's values when
+    /// the batch is finished, instead of three strings allocated per distinct path (about
+    /// one path in two lines is new: every segment of every rendition).
+    title: std::ops::Range<usize>,
+    rendition: std::ops::Range<usize>,
+    file: std::ops::Range<usize>,
     file_number: Option<i64>,
+}
+
+/// Where `part`, a slice of `whole` or empty, lies in it.
+fn range_within(whole: &str, part: &str) -> std::ops::Range<usize> {
+    if part.is_empty() {
+        // path_parts gives missing parts as a literal "", not a slice of the path.
+        return 0..0;
+    }
+    let start = part.as_ptr() as usize - whole.as_ptr() as usize;
+    debug_assert!(start + part.len() <= whole.len(), "not a slice of the path");
+    start..start + part.len()
 }
 
 /// Splits `<title>/<rendition>/<file>` from the right.
@@ -354,9 +368,9 @@ impl Builders {
             let text = std::str::from_utf8(e.object_path).map_err(|_| Malformed::NotUtf8)?;
             let (title, rendition, file, file_number) = path_parts(text);
             self.path_parts.push(PathParts {
-                title: title.to_string(),
-                rendition: rendition.to_string(),
-                file: file.to_string(),
+                title: range_within(text, title),
+                rendition: range_within(text, rendition),
+                file: range_within(text, file),
                 file_number,
             });
         }
@@ -382,12 +396,16 @@ impl Builders {
     fn finish(&mut self) -> Result<RecordBatch, arrow::error::ArrowError> {
         let object_path = self.object_path.finish()?;
         // The path parts share the path column's keys: one value per distinct path.
-        let parts = std::mem::take(&mut self.path_parts);
-        let by_path = |part: fn(&PathParts) -> &str| -> Result<ArrayRef, arrow::error::ArrowError> {
-            let values = arrow::array::StringArray::from_iter_values(parts.iter().map(part));
+        let paths = arrow::array::AsArray::as_string::<i32>(object_path.values().as_ref());
+        let parts = &self.path_parts;
+        let by_path = |part: fn(&PathParts) -> &std::ops::Range<usize>| -> Result<ArrayRef, arrow::error::ArrowError> {
+            let values = arrow::array::StringArray::from_iter_values(
+                parts.iter().enumerate().map(|(key, p)| &paths.value(key)[part(p).clone()]),
+            );
             Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(object_path.keys().clone(), Arc::new(values))?))
         };
         let (title, rendition, file) = (by_path(|p| &p.title)?, by_path(|p| &p.rendition)?, by_path(|p| &p.file)?);
+        self.path_parts.clear();
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.epoch_s.finish()),
             Arc::new(self.session_id.finish()?),
