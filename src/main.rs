@@ -20,8 +20,8 @@ fn main() -> std::process::ExitCode {
 /// glibc also raises its mmap threshold up to 32 MiB as large blocks are freed, after which
 /// the Arrow buffers of every batch come from the arenas and leave them fragmented. Holding
 /// the threshold at 1 MiB maps the large buffers on their own, handed back when freed: the
-/// cold hour's peak went from ~490 to ~440 MiB at the same speed, and the incremental run
-/// kept its speed (256 KiB saved ~100 MiB more but slowed the incremental run by ~15 %).
+/// cold hour's peak went from ~485 to ~430 MiB at the same speed, and the incremental run
+/// kept its speed (256 KiB saved ~50 MiB more but slowed the incremental run by ~15 %).
 fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
