@@ -217,25 +217,29 @@ struct PathParts {
     file_number: Option<i64>,
 }
 
-/// Where `part`, a slice of `whole` or empty, lies in it.
-fn range_within(whole: &str, part: &str) -> std::ops::Range<usize> {
-    if part.is_empty() {
-        // path_parts gives missing parts as a literal "", not a slice of the path.
-        return 0..0;
+impl PathParts {
+    /// Splits `<title>/<rendition>/<file>` from the right; missing leading parts are empty.
+    fn of(path: &str) -> PathParts {
+        let file_start = path.rfind('/').map_or(0, |slash| slash + 1);
+        let dir_end = file_start.saturating_sub(1);
+        let rendition_start = path[..dir_end].rfind('/').map_or(0, |slash| slash + 1);
+        let file = &path[file_start..];
+        let stem = file.rsplit_once('.').map_or(file, |(stem, _)| stem);
+        let digits = stem.bytes().rev().take_while(u8::is_ascii_digit).count();
+        let file_number = (digits > 0 && digits <= 18).then(|| stem[stem.len() - digits..].parse().ok()).flatten();
+        PathParts {
+            title: 0..rendition_start.saturating_sub(1),
+            rendition: rendition_start..dir_end,
+            file: file_start..path.len(),
+            file_number,
+        }
     }
-    let start = part.as_ptr() as usize - whole.as_ptr() as usize;
-    debug_assert!(start + part.len() <= whole.len(), "not a slice of the path");
-    start..start + part.len()
 }
 
 /// Splits `<title>/<rendition>/<file>` from the right.
 pub fn path_parts(path: &str) -> (&str, &str, &str, Option<i64>) {
-    let (dir, file) = path.rsplit_once('/').unwrap_or(("", path));
-    let (title, rendition) = dir.rsplit_once('/').unwrap_or(("", dir));
-    let stem = file.rsplit_once('.').map_or(file, |(stem, _)| stem);
-    let digits = stem.bytes().rev().take_while(u8::is_ascii_digit).count();
-    let file_number = (digits > 0 && digits <= 18).then(|| stem[stem.len() - digits..].parse().ok()).flatten();
-    (title, rendition, file, file_number)
+    let parts = PathParts::of(path);
+    (&path[parts.title], &path[parts.rendition], &path[parts.file], parts.file_number)
 }
 
 /// How a raw field becomes a column value.
@@ -366,13 +370,7 @@ impl Builders {
             // A new path (checked UTF-8 by intern): its parts join at once, so they stay in
             // step with the dictionary even if a later field of this line is rejected.
             let text = std::str::from_utf8(e.object_path).map_err(|_| Malformed::NotUtf8)?;
-            let (title, rendition, file, file_number) = path_parts(text);
-            self.path_parts.push(PathParts {
-                title: range_within(text, title),
-                rendition: range_within(text, rendition),
-                file: range_within(text, file),
-                file_number,
-            });
+            self.path_parts.push(PathParts::of(text));
         }
         let ip = self.ip.intern(e.ip)?;
         let edge = self.edge.intern_option(e.edge)?;
@@ -598,7 +596,7 @@ fn parse_entry<'a>(
         return Err(Malformed::FieldCount { expected: map.field_count, found });
     }
     let mut end = line.len();
-    for i in (map.back_from.max(map.front_until)..map.field_count).rev() {
+    for i in (map.back_from..map.field_count).rev() {
         // Field i starts after the line's i-th tab; the count above guarantees it is there.
         let value_start = if i == map.front_until {
             start
