@@ -13,6 +13,7 @@ pub mod config;
 pub mod daemon;
 pub mod enforcer;
 pub mod geo;
+pub mod memory;
 pub mod retry;
 pub mod run;
 pub mod session;

@@ -191,18 +191,6 @@ pub struct Analyzer {
     partitions: usize,
 }
 
-/// glibc keeps what a released table freed inside its arenas, spread over thousands of
-/// batch-sized holes, and the process is charged for it until the end of the run: handing it
-/// back after each release lowered the cold hour's peak RSS by ~50 MiB at no measurable cost.
-fn return_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel; it touches no live
-    // allocation and is safe to call from any thread.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 impl Analyzer {
     pub fn new(query: DetectionQuery, params: BTreeMap<String, ParamValue>) -> Self {
         let partitions = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -302,7 +290,7 @@ impl Analyzer {
                 needed
             });
             if releasable.len() < before {
-                return_freed_memory();
+                crate::memory::return_freed_memory();
             }
         }
         let mut plan = ctx.state().statement_to_plan(last).await.map_err(|e| self.err(e))?;

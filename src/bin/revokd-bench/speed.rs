@@ -17,6 +17,18 @@ pub struct SpeedArgs {
     pub repeat: usize,
 }
 
+impl SpeedArgs {
+    /// The hour of logs but its last minute.
+    fn logs(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+
+    /// The last minute, held back as the incremental run's new object.
+    fn new_minute(&self) -> PathBuf {
+        self.dir.join("new-minute")
+    }
+}
+
 /// 2026-11-20T10:00:00Z
 const START: i64 = 1_795_168_800;
 const HOUR: i64 = 3600;
@@ -71,8 +83,7 @@ struct Dataset {
 
 /// Generates the logs unless `args.dir` holds them for these arguments already; true if it did.
 fn generate_dataset(args: &SpeedArgs) -> Result<bool, String> {
-    let logs = args.dir.join("logs");
-    let new_minute = args.dir.join("new-minute");
+    let (logs, new_minute) = (args.logs(), args.new_minute());
     let marker = args.dir.join("dataset.json");
     let wanted = serde_json::json!({ "lines": args.lines, "seed": 42, "format": 1 });
     let fresh = std::fs::read(&marker).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
@@ -104,8 +115,7 @@ fn generate_dataset(args: &SpeedArgs) -> Result<bool, String> {
 
 /// The generated logs, inflated once to count their lines and bytes the way the floor reads them.
 fn dataset(args: &SpeedArgs) -> Result<Dataset, String> {
-    let logs = args.dir.join("logs");
-    let new_minute = args.dir.join("new-minute");
+    let (logs, new_minute) = (args.logs(), args.new_minute());
     let list = |dir: &Path| -> Result<Vec<PathBuf>, String> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| format!("{}: {e}", dir.display()))?
