@@ -451,7 +451,7 @@ struct LoadedObject {
 
 /// Parses one object read from `body`, gzip or plain (told apart by the gzip magic number,
 /// not the name).
-pub fn parse_reader(object: &str, mut body: impl std::io::BufRead) -> Result<cloudfront::ParsedObject, cloudfront::ParseError> {
+pub fn parse_reader(object: &str, mut body: impl std::io::BufRead + Send) -> Result<cloudfront::ParsedObject, cloudfront::ParseError> {
     use std::io::Read;
     // A stream may deliver its first bytes one at a time: read the two magic bytes for sure,
     // then put them back in front.
@@ -463,9 +463,9 @@ pub fn parse_reader(object: &str, mut body: impl std::io::BufRead) -> Result<clo
     let gzip = magic == [0x1f, 0x8b];
     let body = std::io::Cursor::new(magic).chain(body);
     if gzip {
-        // The inflater reads `body`'s buffers in place, and parse_log reads in large blocks
-        // itself: no buffer in between.
-        cloudfront::parse_log(object, flate2::bufread::MultiGzDecoder::new(body))
+        // The inflater reads `body`'s buffers in place, and inflates straight into the
+        // parser's blocks: no buffer in between.
+        cloudfront::parse_log_pipelined(object, flate2::bufread::MultiGzDecoder::new(body))
     } else {
         cloudfront::parse_log(object, body)
     }
