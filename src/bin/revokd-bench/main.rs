@@ -99,7 +99,7 @@ enum Command {
         /// Threads for the floor and DuckDB (revokd uses all cores); default: all cores.
         #[arg(long)]
         threads: Option<usize>,
-        /// Measure each command this many times and keep the fastest.
+        /// Rounds: each measures every command once; each command keeps its fastest round.
         #[arg(long, default_value_t = 3)]
         repeat: usize,
     },
