@@ -1,5 +1,6 @@
 //! Parse-once cache: each log object, once parsed, is kept as a zstd Parquet file of the
-//! `requests` columns under `state_dir/cache`, named by the object key and its ETag. A later
+//! `requests` columns read from the log under `state_dir/cache` (a path's title, rendition,
+//! file and number are derived again on reading), named by the object key and its ETag. A later
 //! run reads the Parquet instead of fetching and parsing the object again; a rewritten object
 //! (new ETag) is parsed afresh. A corrupt or unreadable cache file is deleted and the object
 //! parsed from its source: the cache can always be thrown away.
@@ -21,11 +22,11 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
-use super::cloudfront::{ParseStats, ParsedObject, REQUESTS_SCHEMA};
+use super::cloudfront::{ParseStats, ParsedObject, STORED_SCHEMA, with_path_parts};
 use super::names::{LogObjectName, Window};
 
 /// Bumped whenever the `requests` schema or parsing rules change, so old files are ignored.
-const CACHE_FORMAT: &str = "revokd-requests-v3";
+const CACHE_FORMAT: &str = "revokd-requests-v4";
 /// Rows per row group: about a minute of a busy distribution's lines per object.
 const ROW_GROUP_ROWS: usize = 16 * 1024;
 const STATS_KEY: &str = "revokd.parse_stats";
@@ -155,10 +156,12 @@ fn write_cached(path: &Path, batches: &[RecordBatch], stats: &ParseStats) -> Res
             parquet::file::metadata::KeyValue::new(STATS_KEY.into(), stats_json),
         ]))
         .build();
-    let mut writer = ArrowWriter::try_new(file, REQUESTS_SCHEMA.clone(), Some(props))
+    let mut writer = ArrowWriter::try_new(file, STORED_SCHEMA.clone(), Some(props))
         .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    let stored: Vec<usize> = (0..STORED_SCHEMA.fields().len()).collect();
     for batch in batches {
-        writer.write(batch).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        let batch = batch.project(&stored).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        writer.write(&batch).map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
     writer.close().map_err(|e| format!("writing {}: {e}", path.display()))?;
     Ok(())
@@ -175,7 +178,7 @@ fn read_cached(path: &Path, file: File, from: i64, to: i64) -> Result<CacheHit, 
     let stats: ParseStats = serde_json::from_str(&value(STATS_KEY).ok_or("no parse stats")?)
         .map_err(|e| format!("parse stats: {e}"))?;
     // Field by field: the reader also carries the file's key-value metadata in its schema.
-    if builder.schema().fields() != REQUESTS_SCHEMA.fields() {
+    if builder.schema().fields() != STORED_SCHEMA.fields() {
         return Err("schema differs from this version's".into());
     }
     let groups = builder.metadata().row_groups();
@@ -211,6 +214,7 @@ fn read_cached(path: &Path, file: File, from: i64, to: i64) -> Result<CacheHit, 
             .with_batch_size(ROW_GROUP_ROWS)
             .build()
             .map_err(|e| e.to_string())?
+            .map(|batch| with_path_parts(&batch?))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())
     };
@@ -243,7 +247,7 @@ fn read_cached(path: &Path, file: File, from: i64, to: i64) -> Result<CacheHit, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::cloudfront::{CURRENT_FIELDS, parse_log};
+    use crate::source::cloudfront::{CURRENT_FIELDS, REQUESTS_SCHEMA, parse_log};
 
     /// `n` log lines one second apart from 2026-11-20T10:00:00Z.
     fn log(n: usize) -> String {
@@ -289,5 +293,46 @@ mod tests {
         // row comes back once and in the file's order.
         let all = read_cached(&path, File::open(&path).unwrap(), 0, i64::MAX).unwrap();
         assert_eq!(epochs(&all), (0..rows as i64).map(|i| 1_795_168_800 + i).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_cached_object_reads_back_as_the_rows_it_was_parsed_into_path_parts_included() {
+        // The cache stores the path but not its parts: they are derived again on reading, and
+        // must come out as the parser made them, for every shape of path.
+        let paths = [
+            "/s1.h.p.s/live/ch1/720p/seg_000042.ts",
+            "/s2.h.p.s/vod/t/1080p/chunk_448792204.m4s",
+            "/s3.h.p.s/vod/t/720p/media.mp4",
+            "/s4.h.p.s/master.m3u8",
+            "/s5.h.p.s/a/b/c/d/480p/init.mp4",
+        ];
+        let mut text = format!("#Version: 1.0\n#Fields: {CURRENT_FIELDS}\n");
+        for (i, line) in log(2 * ROW_GROUP_ROWS + 5).lines().skip(2).enumerate() {
+            let mut f: Vec<&str> = line.split('\t').collect();
+            f[7] = paths[i % paths.len()];
+            text.push_str(&f.join("\t"));
+            text.push('\n');
+        }
+        let parsed = parse_log("t.gz", text.as_bytes()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        write_cached(&path, &parsed.batches, &parsed.stats).unwrap();
+        let read = read_cached(&path, File::open(&path).unwrap(), 0, i64::MAX).unwrap();
+        // Batches and dictionaries are cut differently: compare values, column by column.
+        let values = |batches: &[RecordBatch]| -> Vec<arrow::array::ArrayRef> {
+            let whole = arrow::compute::concat_batches(&REQUESTS_SCHEMA, batches).unwrap();
+            whole
+                .columns()
+                .iter()
+                .map(|c| match c.data_type() {
+                    arrow::datatypes::DataType::Dictionary(_, value) => arrow::compute::cast(c, value).unwrap(),
+                    _ => c.clone(),
+                })
+                .collect()
+        };
+        let (want, got) = (values(&parsed.batches), values(&read.batches));
+        for (i, field) in REQUESTS_SCHEMA.fields().iter().enumerate() {
+            assert_eq!(&got[i], &want[i], "column {}", field.name());
+        }
     }
 }

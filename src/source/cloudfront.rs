@@ -11,7 +11,7 @@ use std::hash::BuildHasher;
 use std::io::Read;
 use std::sync::{Arc, LazyLock};
 
-use arrow::array::{ArrayRef, DictionaryArray, Int32Builder, Int64Builder, RecordBatch, StringBuilder, UInt16Builder};
+use arrow::array::{ArrayRef, AsArray, DictionaryArray, Int32Builder, Int64Builder, RecordBatch, StringBuilder, UInt16Builder};
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 
 /// The `#Fields:` line of current (33-field) files, assumed when a file has no header.
@@ -55,6 +55,41 @@ pub static REQUESTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("file_number", DataType::Int64, true),
     ]))
 });
+
+/// Columns of [`REQUESTS_SCHEMA`] read from the logs themselves, the first ones: the rest
+/// (a path's title, rendition, file and file number) follow from `object_path` and are
+/// computed once per distinct path ([`with_path_parts`]), so the parse cache does not store
+/// them. Parquet's writer hashes every row of a dictionary column again, and writing those
+/// four cost about a quarter of the cache write, itself a fifth of a cold run's CPU.
+pub static STORED_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let fields = &REQUESTS_SCHEMA.fields()[..REQUESTS_SCHEMA.fields().len() - 4];
+    Arc::new(Schema::new(fields.to_vec()))
+});
+
+/// A batch of [`REQUESTS_SCHEMA`] from a batch of [`STORED_SCHEMA`]: the parts of each
+/// distinct path are found once, and share the path column's keys.
+pub fn with_path_parts(stored: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let object_path = stored
+        .column_by_name("object_path")
+        .and_then(|c| c.as_dictionary_opt::<Int32Type>())
+        .ok_or_else(|| arrow::error::ArrowError::SchemaError("object_path is not a dictionary of Int32 keys".into()))?;
+    let paths = object_path.values().as_string_opt::<i32>().ok_or_else(|| {
+        arrow::error::ArrowError::SchemaError("object_path values are not text".into())
+    })?;
+    let parts: Vec<PathParts> = paths.iter().map(|path| PathParts::of(path.unwrap_or(""))).collect();
+    let by_path = |part: fn(&PathParts) -> &std::ops::Range<usize>| -> Result<ArrayRef, arrow::error::ArrowError> {
+        let values = arrow::array::StringArray::from_iter_values(
+            parts.iter().enumerate().map(|(key, p)| &paths.value(key)[part(p).clone()]),
+        );
+        Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(object_path.keys().clone(), Arc::new(values))?))
+    };
+    // One number per distinct path, then gathered row by row as the keys say.
+    let numbers: arrow::array::Int64Array = parts.iter().map(|p| p.file_number).collect();
+    let file_number = arrow::compute::take(&numbers, object_path.keys(), None)?;
+    let mut columns = stored.columns().to_vec();
+    columns.extend([by_path(|p| &p.title)?, by_path(|p| &p.rendition)?, by_path(|p| &p.file)?, file_number]);
+    RecordBatch::try_new(REQUESTS_SCHEMA.clone(), columns)
+}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ParseStats {
@@ -206,7 +241,7 @@ struct Entry<'a> {
     range_start: Option<i64>,
 }
 
-/// The parts of one distinct object path, computed once per batch dictionary entry.
+/// The parts of one distinct object path, computed once per dictionary entry.
 struct PathParts {
     /// Byte ranges of the path: the parts are sliced from the path dictionary's values when
     /// the batch is finished, instead of three strings allocated per distinct path (about
@@ -336,9 +371,6 @@ struct Builders {
     referer: DictColumn,
     user_agent: DictColumn,
     range_start: Int64Builder,
-    /// Parts of each object path in this batch's dictionary, by dictionary key.
-    path_parts: Vec<PathParts>,
-    file_number: Int64Builder,
     len: usize,
 }
 
@@ -355,8 +387,6 @@ impl Builders {
             referer: DictColumn::new(Decode::Utf8),
             user_agent: DictColumn::new(Decode::UserAgent),
             range_start: Int64Builder::with_capacity(BATCH_ROWS),
-            path_parts: Vec::new(),
-            file_number: Int64Builder::with_capacity(BATCH_ROWS),
             len: 0,
         }
     }
@@ -365,13 +395,6 @@ impl Builders {
     fn push(&mut self, e: &Entry<'_>) -> Result<(), Malformed> {
         let session_id = self.session_id.intern(e.session_id)?;
         let path = self.object_path.intern(e.object_path)?;
-        let path_key = path as usize;
-        if path_key == self.path_parts.len() {
-            // A new path (checked UTF-8 by intern): its parts join at once, so they stay in
-            // step with the dictionary even if a later field of this line is rejected.
-            let text = std::str::from_utf8(e.object_path).map_err(|_| Malformed::NotUtf8)?;
-            self.path_parts.push(PathParts::of(text));
-        }
         let ip = self.ip.intern(e.ip)?;
         let edge = self.edge.intern_option(e.edge)?;
         let referer = self.referer.intern_option(e.referer)?;
@@ -379,7 +402,6 @@ impl Builders {
         self.epoch_s.append_value(e.epoch_s);
         self.session_id.keys.append_value(session_id);
         self.object_path.keys.append_value(path);
-        self.file_number.append_option(self.path_parts[path_key].file_number);
         self.ip.keys.append_value(ip);
         self.status.append_value(e.status);
         self.bytes.append_option(e.bytes);
@@ -392,22 +414,10 @@ impl Builders {
     }
 
     fn finish(&mut self) -> Result<RecordBatch, arrow::error::ArrowError> {
-        let object_path = self.object_path.finish()?;
-        // The path parts share the path column's keys: one value per distinct path.
-        let paths = arrow::array::AsArray::as_string::<i32>(object_path.values().as_ref());
-        let parts = &self.path_parts;
-        let by_path = |part: fn(&PathParts) -> &std::ops::Range<usize>| -> Result<ArrayRef, arrow::error::ArrowError> {
-            let values = arrow::array::StringArray::from_iter_values(
-                parts.iter().enumerate().map(|(key, p)| &paths.value(key)[part(p).clone()]),
-            );
-            Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(object_path.keys().clone(), Arc::new(values))?))
-        };
-        let (title, rendition, file) = (by_path(|p| &p.title)?, by_path(|p| &p.rendition)?, by_path(|p| &p.file)?);
-        self.path_parts.clear();
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.epoch_s.finish()),
             Arc::new(self.session_id.finish()?),
-            Arc::new(object_path),
+            Arc::new(self.object_path.finish()?),
             Arc::new(self.ip.finish()?),
             Arc::new(self.status.finish()),
             Arc::new(self.bytes.finish()),
@@ -415,13 +425,9 @@ impl Builders {
             Arc::new(self.referer.finish()?),
             Arc::new(self.user_agent.finish()?),
             Arc::new(self.range_start.finish()),
-            title,
-            rendition,
-            file,
-            Arc::new(self.file_number.finish()),
         ];
         self.len = 0;
-        RecordBatch::try_new(REQUESTS_SCHEMA.clone(), columns)
+        with_path_parts(&RecordBatch::try_new(STORED_SCHEMA.clone(), columns)?)
     }
 }
 
