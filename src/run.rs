@@ -219,11 +219,12 @@ async fn run_stages(
     } else {
         sessions_seen_from(&logs.batches, &rt.config.safety.allow_ips)
     };
-    let scores = rt.analyzer.analyse(logs.batches, window).await;
+    let analysed = rt.analyzer.analyse_where(logs.batches, window, |_, flagged| flagged).await;
     logs.cache_writes.wait().await;
-    let scores = scores?;
+    let analysed = analysed?;
     report.stages.analyse_ms = ms(t);
-    report.counters.sessions_analysed = scores.len() as u64;
+    report.counters.sessions_analysed = analysed.sessions;
+    let scores = analysed.scores;
 
     let t = Instant::now();
     let active_before = rt.store.active(now).await?;
@@ -363,9 +364,9 @@ pub async fn explain(rt: &Runtime, session_id: &str, now: Option<DateTime<Utc>>)
     let logs = rt.source.load(&window).await?;
     let allowed_by_ip = !rt.config.safety.allow_ips.is_empty()
         && sessions_seen_from(&logs.batches, &rt.config.safety.allow_ips).contains(session_id);
-    let scores = rt.analyzer.analyse(logs.batches, &window).await;
+    let analysed = rt.analyzer.analyse_where(logs.batches, &window, |id, _| id == session_id).await;
     logs.cache_writes.wait().await;
-    let score = scores?.into_iter().find(|s| s.session_id == session_id);
+    let score = analysed?.scores.into_iter().next();
     let revocation = match SessionId::parse(session_id) {
         Ok(id) => rt.store.get(&id).await?,
         Err(_) => None,
