@@ -75,6 +75,13 @@ impl Runs {
         self.0.iter().min_by_key(|m| m.wall).expect("measured at least once")
     }
 
+    /// The lowest and highest peak RSS over the rounds, in MiB.
+    fn peak_rss_range_mib(&self) -> (f64, f64) {
+        let peaks = self.0.iter().filter_map(|m| m.peak_rss_kib);
+        let (lo, hi) = (peaks.clone().min().unwrap_or(0), peaks.max().unwrap_or(0));
+        (lo as f64 / 1024.0, hi as f64 / 1024.0)
+    }
+
     /// The lowest and highest ratio of this command's wall time to `other`'s, round by round.
     fn ratio_range(&self, other: &Runs) -> (f64, f64) {
         let ratios = self.0.iter().zip(&other.0).map(|(a, b)| a.wall.as_secs_f64() / b.wall.as_secs_f64());
@@ -332,11 +339,10 @@ pub fn speed(args: SpeedArgs) -> Result<(), String> {
     println!("a / b (revokd / DuckDB)                 {a_b:.2}   target <= 0.5     {a_b_rounds}");
     println!("a / c (revokd / inflate floor)          {a_c:.2}   target <= 1.3     {a_c_rounds}");
     println!("revokd lines per second                 {:.2} M  target >= 1 M", lines / cold.best().wall.as_secs_f64() / 1e6);
+    let (rss_lo, rss_hi) = cold.peak_rss_range_mib();
     println!(
-        "peak RSS, cold                          {:.0} MiB target <= 512 MiB (rounds {:.0}-{:.0} MiB)",
+        "peak RSS, cold                          {:.0} MiB target <= 512 MiB (rounds {rss_lo:.0}-{rss_hi:.0} MiB)",
         cold.best().peak_rss_kib.unwrap_or(0) as f64 / 1024.0,
-        cold.0.iter().filter_map(|m| m.peak_rss_kib).min().unwrap_or(0) as f64 / 1024.0,
-        cold.0.iter().filter_map(|m| m.peak_rss_kib).max().unwrap_or(0) as f64 / 1024.0,
     );
     println!("incremental / cold 1 h                  {inc:.3}  target <= 0.10    {inc_rounds}");
     println!("incremental / cold 10 min               {inc_10m:.3}                   {inc_10m_rounds}");
