@@ -26,7 +26,6 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
-use datafusion::dataframe::DataFrame;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::DFParser;
 
@@ -192,6 +191,7 @@ impl SessionScore {
     }
 }
 
+#[derive(Clone)]
 pub struct Analyzer {
     query: DetectionQuery,
     params: BTreeMap<String, ParamValue>,
@@ -212,7 +212,9 @@ impl Analyzer {
         &self.params
     }
 
-    fn context(&self, batches: Vec<RecordBatch>) -> Result<SessionContext, AnalysisError> {
+    /// A session whose `requests` table (and every table a statement creates) exists but is
+    /// empty: the query is planned against the schemas and the tables filled later.
+    fn context(&self) -> Result<(SessionContext, Arc<MemTable>), AnalysisError> {
         let mut config = SessionConfig::new().with_target_partitions(self.partitions);
         // A run plans every statement anew, and on a scheduled run's 10 minutes of logs the
         // planning is a good part of the run. Without the second and third optimiser passes the
@@ -220,17 +222,18 @@ impl Analyzer {
         // incremental run takes ~30 ms less.
         config.options_mut().optimizer.max_passes = 1;
         let ctx = SessionContext::new_with_config(config);
-        // Spread batches over partitions so the scan runs on every core.
-        let mut partitions = vec![Vec::new(); self.partitions.max(1)];
-        for (i, batch) in batches.into_iter().enumerate() {
-            partitions[i % self.partitions.max(1)].push(batch);
-        }
-        let table = MemTable::try_new(REQUESTS_SCHEMA.clone(), partitions).map_err(|e| self.err(e))?;
-        ctx.register_table("requests", Arc::new(table)).map_err(|e| self.err(e))?;
+        let requests = self.empty_table(REQUESTS_SCHEMA.clone())?;
+        ctx.register_table("requests", requests.clone()).map_err(|e| self.err(e))?;
         ctx.register_table("edge_locations", edge_table().map_err(|e| self.err(e))?)
             .map_err(|e| self.err(e))?;
         ctx.register_udf(key64::key64_udf());
-        Ok(ctx)
+        Ok((ctx, requests))
+    }
+
+    /// One partition per core, so a scan runs on every core.
+    fn empty_table(&self, schema: arrow::datatypes::SchemaRef) -> Result<Arc<MemTable>, AnalysisError> {
+        let partitions = vec![Vec::new(); self.partitions.max(1)];
+        Ok(Arc::new(MemTable::try_new(schema, partitions).map_err(|e| self.err(e))?))
     }
 
     fn err(&self, source: datafusion::error::DataFusionError) -> AnalysisError {
@@ -248,25 +251,36 @@ impl Analyzer {
     /// Plans the query against an empty `requests` table and checks its result columns, so a
     /// broken query is found by `check-config`, not by the first scheduled run.
     pub async fn validate(&self) -> Result<(), AnalysisError> {
-        let ctx = self.context(Vec::new())?;
         let window = Window { start: chrono::DateTime::UNIX_EPOCH, end: chrono::DateTime::UNIX_EPOCH };
-        let df = self.prepare(&ctx, &window, false).await?;
-        let schema = df.schema().as_arrow().clone();
-        self.check_columns(&schema)?;
         // Execute too: some errors (types of bound values) only surface then.
-        df.collect().await.map_err(|e| self.err(e))?;
+        self.plan(&window).await?.analyse_where(Vec::new(), |_, _| true).await?;
         Ok(())
     }
 
-    /// Runs the query's leading `CREATE TABLE … AS` statements, then plans the last one (as
-    /// EXPLAIN ANALYZE when `explain`), every statement with the parameters bound.
-    async fn prepare(&self, ctx: &SessionContext, window: &Window, explain: bool) -> Result<DataFrame, AnalysisError> {
+    /// Plans every statement of the query for `window`, with its parameters bound, before
+    /// any log is read: parsing SQL and optimising the logical plans need only the tables'
+    /// schemas, and take ~135 M of a scheduled run's ~3.4 G instructions, all on one core
+    /// (callgrind). A run plans while it reads. The physical plans wait for the data:
+    /// DataFusion chooses joins by the tables' sizes.
+    pub async fn plan(&self, window: &Window) -> Result<PlannedAnalysis, AnalysisError> {
+        let planned = self.plan_statements(window).await?;
+        self.check_columns(planned.result.schema().as_arrow())?;
+        Ok(planned)
+    }
+
+    /// Plans the query's leading `CREATE TABLE … AS` statements, each as its input query and
+    /// an empty table of that query's schema for later statements to read, then the last
+    /// one.
+    async fn plan_statements(&self, window: &Window) -> Result<PlannedAnalysis, AnalysisError> {
+        use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+        let (ctx, requests) = self.context()?;
+        let state = ctx.state();
         let mut statements = DFParser::parse_sql(&self.query.sql).map_err(|e| self.err(e))?;
         // The tables each statement reads, to let go of those no later statement needs.
         let reads: Vec<HashSet<String>> = statements
             .iter()
             .map(|statement| {
-                let refs = ctx.state().resolve_table_references(statement)?;
+                let refs = state.resolve_table_references(statement)?;
                 Ok(refs.iter().map(|r| r.table().to_string()).collect())
             })
             .collect::<Result<_, _>>()
@@ -274,41 +288,30 @@ impl Analyzer {
         let Some(last) = statements.pop_back() else {
             return Err(AnalysisError::Empty { query: self.query.name.clone() });
         };
-        let mut releasable = vec!["requests".to_string()];
+        let mut held = vec![("requests".to_string(), requests.clone())];
+        let mut steps = Vec::new();
         for (number, statement) in statements.into_iter().enumerate() {
-            let started = std::time::Instant::now();
             let plan = ctx.state().statement_to_plan(statement).await.map_err(|e| self.err(e))?;
-            use datafusion::logical_expr::{DdlStatement, LogicalPlan};
-            let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) = &plan else {
+            let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) = plan else {
                 return Err(AnalysisError::NotCreateTable { query: self.query.name.clone(), statement: plan.display().to_string() });
             };
-            releasable.push(create.name.table().to_string());
-            let plan = plan.with_param_values(self.bound(window)).map_err(|e| self.err(e))?;
-            ctx.execute_logical_plan(plan).await.map_err(|e| self.err(e))?.collect().await.map_err(|e| self.err(e))?;
-            tracing::debug!(query = %self.query.name, statement = number + 1, elapsed_ms = started.elapsed().as_millis() as u64, "materialised");
+            let input = Arc::unwrap_or_clone(create.input).with_param_values(self.bound(window)).map_err(|e| self.err(e))?;
+            let input = ctx.state().optimize(&input).map_err(|e| self.err(e))?;
+            let table = self.empty_table(Arc::clone(input.schema().inner()))?;
+            let name = create.name.table().to_string();
+            ctx.register_table(name.as_str(), table.clone()).map_err(|e| self.err(e))?;
+            held.push((name.clone(), table.clone()));
             // The parsed logs (or an earlier table) stay in memory only while a statement
             // still to run reads them: that halves the peak memory of the default query.
-            let before = releasable.len();
-            releasable.retain(|table| {
-                let needed = reads[number + 1..].iter().any(|r| r.contains(table));
-                if !needed {
-                    let _ = ctx.deregister_table(table.as_str());
-                }
-                needed
-            });
-            if releasable.len() < before {
-                crate::memory::return_freed_memory();
-            }
+            let (needed, release): (Vec<_>, Vec<_>) =
+                held.into_iter().partition(|(name, _)| reads[number + 1..].iter().any(|r| r.contains(name)));
+            held = needed;
+            steps.push(Materialise { number: number + 1, name, plan: input, table, release: release.into_iter().map(|(_, t)| t).collect() });
         }
-        let mut plan = ctx.state().statement_to_plan(last).await.map_err(|e| self.err(e))?;
-        if explain {
-            plan = datafusion::logical_expr::LogicalPlanBuilder::from(plan)
-                .explain(false, true)
-                .and_then(|b| b.build())
-                .map_err(|e| self.err(e))?;
-        }
-        let plan = plan.with_param_values(self.bound(window)).map_err(|e| self.err(e))?;
-        ctx.execute_logical_plan(plan).await.map_err(|e| self.err(e))
+        let result = ctx.state().statement_to_plan(last).await.map_err(|e| self.err(e))?;
+        let result = result.with_param_values(self.bound(window)).map_err(|e| self.err(e))?;
+        let result = ctx.state().optimize(&result).map_err(|e| self.err(e))?;
+        Ok(PlannedAnalysis { query: self.query.name.clone(), ctx, requests, steps, result })
     }
 
     fn check_columns(&self, schema: &arrow::datatypes::Schema) -> Result<(), AnalysisError> {
@@ -340,19 +343,92 @@ impl Analyzer {
     }
 
     /// Scores every session in the window, but returns only those `keep(session_id, flagged)`
-    /// selects. A run needs the flagged few of thousands of sessions, and turning a result
-    /// row into a score (its reasons, every signal by name) cost as much as planning a
-    /// statement (~15 ms of an incremental run, callgrind).
+    /// selects (see [`PlannedAnalysis::analyse_where`]).
     pub async fn analyse_where(
         &self,
         batches: Vec<RecordBatch>,
         window: &Window,
         keep: impl Fn(&str, bool) -> bool,
     ) -> Result<Analysed, AnalysisError> {
-        let ctx = self.context(batches)?;
-        let df = self.prepare(&ctx, window, false).await?;
-        self.check_columns(df.schema().as_arrow())?;
-        let results = df.collect().await.map_err(|e| self.err(e))?;
+        self.plan(window).await?.analyse_where(batches, keep).await
+    }
+
+    /// Runs the query and returns, for every statement, its physical plan with each
+    /// operator's rows and time (as EXPLAIN ANALYZE shows them), to see where a query spends
+    /// its time before optimising it.
+    pub async fn explain_analyze(&self, batches: Vec<RecordBatch>, window: &Window) -> Result<String, AnalysisError> {
+        let mut text = String::new();
+        self.plan(window).await?.execute(batches, Some(&mut text)).await?;
+        Ok(text)
+    }
+}
+
+/// A `CREATE TABLE … AS` statement, planned: its query, the table it fills, and the tables
+/// no later statement reads once it has run.
+struct Materialise {
+    number: usize,
+    name: String,
+    plan: datafusion::logical_expr::LogicalPlan,
+    table: Arc<MemTable>,
+    release: Vec<Arc<MemTable>>,
+}
+
+/// A detection query planned for one window, waiting for its logs ([`Analyzer::plan`]).
+pub struct PlannedAnalysis {
+    query: String,
+    ctx: SessionContext,
+    requests: Arc<MemTable>,
+    steps: Vec<Materialise>,
+    result: datafusion::logical_expr::LogicalPlan,
+}
+
+impl PlannedAnalysis {
+    fn err(&self, source: datafusion::error::DataFusionError) -> AnalysisError {
+        AnalysisError::Query { query: self.query.clone(), source }
+    }
+
+    /// Runs the planned statements over `batches` and returns the last one's rows; with
+    /// `profile`, appends each statement's physical plan with its operators' metrics.
+    async fn execute(&self, batches: Vec<RecordBatch>, mut profile: Option<&mut String>) -> Result<Vec<RecordBatch>, AnalysisError> {
+        // Batches spread over the partitions, so the scan runs on every core.
+        fill(&self.requests, batches.into_iter().map(|batch| vec![batch]).collect()).await;
+        let state = self.ctx.state();
+        let mut profile_plan = |number: usize, name: &str, physical: &dyn datafusion::physical_plan::ExecutionPlan, elapsed: std::time::Duration| {
+            if let Some(text) = profile.as_deref_mut() {
+                let operators = datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(physical).indent(true);
+                text.push_str(&format!("-- statement {number} ({name}): {:.1} ms\n{operators}\n", elapsed.as_secs_f64() * 1e3));
+            }
+        };
+        for step in &self.steps {
+            let started = std::time::Instant::now();
+            // Optimised already: `collect` on a DataFrame would optimise the plan again.
+            let physical = state.query_planner().create_physical_plan(&step.plan, &state).await.map_err(|e| self.err(e))?;
+            let rows = datafusion::physical_plan::collect_partitioned(physical.clone(), state.task_ctx()).await.map_err(|e| self.err(e))?;
+            fill(&step.table, rows).await;
+            tracing::debug!(query = %self.query, statement = step.number, elapsed_ms = started.elapsed().as_millis() as u64, "materialised");
+            profile_plan(step.number, &step.name, physical.as_ref(), started.elapsed());
+            // The plan holds the batches it read: they are freed only once it is gone.
+            drop(physical);
+            for table in &step.release {
+                fill(table, Vec::new()).await;
+            }
+            if !step.release.is_empty() {
+                crate::memory::return_freed_memory();
+            }
+        }
+        let started = std::time::Instant::now();
+        let physical = state.query_planner().create_physical_plan(&self.result, &state).await.map_err(|e| self.err(e))?;
+        let rows = datafusion::physical_plan::collect(physical.clone(), state.task_ctx()).await.map_err(|e| self.err(e))?;
+        profile_plan(self.steps.len() + 1, "result", physical.as_ref(), started.elapsed());
+        Ok(rows)
+    }
+
+    /// Scores every session in the window, but returns only those `keep(session_id, flagged)`
+    /// selects. A run needs the flagged few of thousands of sessions, and turning a result
+    /// row into a score (its reasons, every signal by name) cost as much as planning a
+    /// statement (~15 ms of an incremental run, callgrind).
+    pub async fn analyse_where(self, batches: Vec<RecordBatch>, keep: impl Fn(&str, bool) -> bool) -> Result<Analysed, AnalysisError> {
+        let results = self.execute(batches, None).await?;
         let mut scores = Vec::new();
         let mut sessions = 0;
         for batch in &results {
@@ -368,31 +444,13 @@ impl Analyzer {
         Ok(Analysed { scores, sessions })
     }
 
-    /// Runs the query and returns DataFusion's EXPLAIN ANALYZE: each operator with its rows
-    /// and time, to see where a query spends its time before optimising it.
-    pub async fn explain_analyze(&self, batches: Vec<RecordBatch>, window: &Window) -> Result<String, AnalysisError> {
-        let ctx = self.context(batches)?;
-        let df = self.prepare(&ctx, window, true).await?;
-        let batches = df.collect().await.map_err(|e| self.err(e))?;
-        // Rows of (plan_type, plan): the plan with metrics is the text in the second column.
-        let mut text = String::new();
-        for batch in &batches {
-            let plans = cast(batch.column(1), &DataType::Utf8).map_err(|e| self.err(e.into()))?;
-            for plan in plans.as_string::<i32>().iter().flatten() {
-                text.push_str(plan);
-                text.push('\n');
-            }
-        }
-        Ok(text)
-    }
-
     /// Adds the rows `keep` selects to `out`; returns how many sessions the batch holds.
     fn convert(&self, batch: &RecordBatch, keep: &impl Fn(&str, bool) -> bool, out: &mut Vec<SessionScore>) -> Result<u64, AnalysisError> {
         let schema = batch.schema();
         let column = |name: &str| batch.column(schema.index_of(name).expect("checked"));
         let cast_to = |name: &str, to: &DataType, expected| {
             cast(column(name), to).map_err(|_| AnalysisError::ColumnType {
-                query: self.query.name.clone(),
+                query: self.query.clone(),
                 column: name.to_string(),
                 found: column(name).data_type().clone(),
                 expected,
@@ -474,5 +532,99 @@ impl Analyzer {
             });
         }
         Ok(sessions)
+    }
+}
+
+/// Replaces a table's rows: `partitions[i]` goes to partition `i` modulo the table's count.
+async fn fill(table: &MemTable, partitions: Vec<Vec<RecordBatch>>) {
+    let count = table.batches.len();
+    let mut spread = vec![Vec::new(); count];
+    for (i, batches) in partitions.into_iter().enumerate() {
+        spread[i % count].extend(batches);
+    }
+    for (slot, batches) in table.batches.iter().zip(spread) {
+        *slot.write().await = batches;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::cloudfront::{parse_log, CURRENT_FIELDS};
+
+    /// Two sessions: `shared1` from two addresses, `alone1` from one.
+    fn requests() -> Vec<RecordBatch> {
+        let line = |time: &str, ip: &str, session: &str| {
+            let mut fields: Vec<String> = CURRENT_FIELDS.split(' ').map(|_| "-".to_string()).collect();
+            fields[0] = "2026-11-20".into();
+            fields[1] = time.into();
+            fields[3] = "1000".into();
+            fields[4] = ip.into();
+            fields[7] = format!("/{session}.eyJh.eyJi.c2ln/live/ch1/720p/seg_00001.ts");
+            fields[8] = "200".into();
+            fields.join("\t")
+        };
+        let text = format!(
+            "#Version: 1.0\n#Fields: {CURRENT_FIELDS}\n{}\n{}\n{}\n",
+            line("10:00:00", "192.0.2.1", "shared1"),
+            line("10:00:01", "192.0.2.2", "shared1"),
+            line("10:00:02", "192.0.2.3", "alone1"),
+        );
+        parse_log("test", text.as_bytes()).unwrap().batches
+    }
+
+    const THREE_STATEMENTS: &str = "\
+        CREATE TABLE addresses AS SELECT session_id, c_ip FROM requests;\n\
+        CREATE TABLE counted AS SELECT session_id, count(DISTINCT c_ip) AS ips FROM addresses GROUP BY session_id;\n\
+        SELECT session_id, CAST(ips AS DOUBLE) AS score, ips >= 2 AS flagged, 'x' AS reasons FROM counted";
+
+    fn analyzer(sql: &str) -> Analyzer {
+        let query = DetectionQuery::parse("three", None, sql).unwrap();
+        let params = query.bind_params(&Default::default()).unwrap();
+        Analyzer::new(query, params)
+    }
+
+    fn window() -> Window {
+        let start = chrono::DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z").unwrap().to_utc();
+        Window { start, end: start + chrono::Duration::minutes(10) }
+    }
+
+    async fn rows(table: &MemTable) -> usize {
+        let mut rows = 0;
+        for partition in &table.batches {
+            rows += partition.read().await.iter().map(RecordBatch::num_rows).sum::<usize>();
+        }
+        rows
+    }
+
+    #[tokio::test]
+    async fn a_table_is_emptied_once_no_statement_left_reads_it_and_kept_while_one_does() {
+        let planned = analyzer(THREE_STATEMENTS).plan(&window()).await.unwrap();
+        let results = planned.execute(requests(), None).await.unwrap();
+        assert_eq!(results.iter().map(RecordBatch::num_rows).sum::<usize>(), 2);
+        // `requests` is read by the first statement only, `addresses` by the second only.
+        assert_eq!(rows(&planned.requests).await, 0);
+        assert_eq!(rows(&planned.steps[0].table).await, 0);
+        // The last statement reads `counted`: it still holds both sessions.
+        assert_eq!(rows(&planned.steps[1].table).await, 2);
+    }
+
+    #[tokio::test]
+    async fn a_query_planned_before_its_logs_arrive_reads_them_and_the_tables_made_of_them() {
+        let analysed = analyzer(THREE_STATEMENTS).plan(&window()).await.unwrap().analyse_where(requests(), |_, _| true).await.unwrap();
+        let flagged: Vec<(&str, bool)> = analysed.scores.iter().map(|s| (s.session_id.as_str(), s.flagged)).collect();
+        assert_eq!(flagged, vec![("shared1", true), ("alone1", false)]);
+        assert_eq!(analysed.sessions, 2);
+    }
+
+    #[tokio::test]
+    async fn a_profile_shows_every_statement_with_its_operators_rows() {
+        let text = analyzer(THREE_STATEMENTS).explain_analyze(requests(), &window()).await.unwrap();
+        let headings: Vec<&str> = text.lines().filter(|l| l.starts_with("-- statement")).collect();
+        assert_eq!(headings.len(), 3, "{text}");
+        for (heading, name) in headings.iter().zip(["1 (addresses)", "2 (counted)", "3 (result)"]) {
+            assert!(heading.starts_with(&format!("-- statement {name}: ")), "{heading}");
+        }
+        assert!(text.contains("output_rows=3"), "the scan of the three requests: {text}");
     }
 }

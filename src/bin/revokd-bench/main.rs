@@ -104,7 +104,8 @@ enum Command {
         repeat: usize,
     },
     /// Where a run spends its time: reads the logs of a config's window (timing the read),
-    /// then prints DataFusion's EXPLAIN ANALYZE of its detection query, operator by operator.
+    /// then prints each statement of its detection query as DataFusion ran it, operator by
+    /// operator, with rows and time.
     Profile {
         #[arg(long)]
         config: PathBuf,
@@ -251,7 +252,7 @@ fn profile(config: &std::path::Path, now: DateTime<Utc>) -> Result<(), String> {
         let analysed = started.elapsed();
         logs.cache_writes.wait().await;
         println!(
-            "analysis (EXPLAIN ANALYZE): {:.2} s, then {:.2} s more for the cache writes\n{plan}",
+            "analysis, every statement with its operators' metrics: {:.2} s, then {:.2} s more for the cache writes\n{plan}",
             analysed.as_secs_f64(),
             (started.elapsed() - analysed).as_secs_f64()
         );
