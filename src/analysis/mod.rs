@@ -221,6 +221,12 @@ impl Analyzer {
         // shipped queries give the same results at the same cold-run speed, and each
         // incremental run takes ~30 ms less.
         config.options_mut().optimizer.max_passes = 1;
+        // DataFusion aggregates each partition before repartitioning, and gives that up when
+        // it hardly reduces the rows, but decides only after 100,000 rows of a partition: a
+        // scheduled run's partitions hold ~120,000 rows, so grouping fetches by (session,
+        // segment, address) was done twice for 4 % fewer rows. Deciding after 10,000 rows:
+        // incremental run ~3 % fewer instructions, ~7 % faster; cold hour as fast.
+        config.options_mut().execution.skip_partial_aggregation_probe_rows_threshold = 10_000;
         let ctx = SessionContext::new_with_config(config);
         let requests = self.empty_table(REQUESTS_SCHEMA.clone())?;
         ctx.register_table("requests", requests.clone()).map_err(|e| self.err(e))?;
