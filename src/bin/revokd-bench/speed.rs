@@ -37,6 +37,9 @@ const REQUESTS_PER_SESSION_HOUR: usize = 420;
 
 struct Measurement {
     wall: Duration,
+    /// User plus system time of the command's process: what a run costs the machine, on
+    /// every core, whatever else it shares the machine with.
+    cpu: Option<Duration>,
     peak_rss_kib: Option<u64>,
 }
 
@@ -58,7 +61,9 @@ fn measure(cmd: &mut Command) -> Result<Measurement, String> {
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
         return Err(format!("{cmd:?} failed (status {status})"));
     }
-    Ok(Measurement { wall, peak_rss_kib: Some(usage.ru_maxrss as u64) })
+    let seconds = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    let cpu = seconds(usage.ru_utime) + seconds(usage.ru_stime);
+    Ok(Measurement { wall, cpu: Some(cpu), peak_rss_kib: Some(usage.ru_maxrss as u64) })
 }
 
 /// One command's measurements, one per round.
@@ -86,6 +91,19 @@ impl Runs {
     fn ratio_range(&self, other: &Runs) -> (f64, f64) {
         let ratios = self.0.iter().zip(&other.0).map(|(a, b)| a.wall.as_secs_f64() / b.wall.as_secs_f64());
         ratios.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| (lo.min(r), hi.max(r)))
+    }
+
+    /// The least CPU time of any round.
+    fn least_cpu(&self) -> Option<Duration> {
+        self.0.iter().filter_map(|m| m.cpu).min()
+    }
+
+    /// The ratio of the least CPU times, and its lowest and highest value round by round.
+    fn cpu_ratio(&self, other: &Runs) -> Option<(f64, f64, f64)> {
+        let ratio = self.least_cpu()?.as_secs_f64() / other.least_cpu()?.as_secs_f64();
+        let ratios = self.0.iter().zip(&other.0).filter_map(|(a, b)| Some(a.cpu?.as_secs_f64() / b.cpu?.as_secs_f64()));
+        let (lo, hi) = ratios.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| (lo.min(r), hi.max(r)));
+        Some((ratio, lo, hi))
     }
 }
 
@@ -286,7 +304,7 @@ pub fn speed(args: SpeedArgs) -> Result<(), String> {
     for round in 0..args.repeat.max(1) {
         let t = Instant::now();
         decompress_all(&data.files, threads, false)?;
-        floor.add(Measurement { wall: t.elapsed(), peak_rss_kib: None });
+        floor.add(Measurement { wall: t.elapsed(), cpu: None, peak_rss_kib: None });
         if round == 0 {
             zcat.add(measure(Command::new("sh").arg("-c").arg("zcat \"$@\" > /dev/null").arg("zcat").args(&data.files))?);
         }
@@ -317,9 +335,10 @@ pub fn speed(args: SpeedArgs) -> Result<(), String> {
     let row = |label: &str, m: &Measurement, lines: Option<f64>| {
         let rss = m.peak_rss_kib.map_or("-".to_string(), |k| format!("{:.0} MiB", k as f64 / 1024.0));
         let rate = lines.map_or("-".to_string(), |l| format!("{:.2} M/s", l / m.wall.as_secs_f64() / 1e6));
-        println!("{label:<52} {:>9.2} s {rate:>11} {rss:>11}", m.wall.as_secs_f64());
+        let cpu = m.cpu.map_or("-".to_string(), |c| format!("{:.2} s", c.as_secs_f64()));
+        println!("{label:<52} {:>9.2} s {cpu:>9} {rate:>11} {rss:>11}", m.wall.as_secs_f64());
     };
-    println!("{:<52} {:>11} {:>11} {:>11}", "", "wall", "lines/s", "peak RSS");
+    println!("{:<52} {:>11} {:>9} {:>11} {:>11}", "", "wall", "CPU", "lines/s", "peak RSS");
     row("(a) revokd run, cold, 1 h window, default detection", cold.best(), Some(lines));
     row("    revokd run, cold, 1 h window, reference scoring", cold_reference.best(), Some(lines));
     row("(b) DuckDB, reference scoring SQL over the gz files", duckdb.best(), Some(lines));
@@ -346,6 +365,9 @@ pub fn speed(args: SpeedArgs) -> Result<(), String> {
     );
     println!("incremental / cold 1 h                  {inc:.3}  target <= 0.10    {inc_rounds}");
     println!("incremental / cold 10 min               {inc_10m:.3}                   {inc_10m_rounds}");
+    if let Some((cpu, lo, hi)) = incremental.cpu_ratio(&cold) {
+        println!("incremental / cold 1 h, CPU time        {cpu:.3}                   (rounds {lo:.3}-{hi:.3})");
+    }
     Ok(())
 }
 
