@@ -345,18 +345,7 @@ impl Analyzer {
 
     /// Scores every session in the window.
     pub async fn analyse(&self, batches: Vec<RecordBatch>, window: &Window) -> Result<Vec<SessionScore>, AnalysisError> {
-        Ok(self.analyse_where(batches, window, |_, _| true).await?.scores)
-    }
-
-    /// Scores every session in the window, but returns only those `keep(session_id, flagged)`
-    /// selects (see [`PlannedAnalysis::analyse_where`]).
-    pub async fn analyse_where(
-        &self,
-        batches: Vec<RecordBatch>,
-        window: &Window,
-        keep: impl Fn(&str, bool) -> bool,
-    ) -> Result<Analysed, AnalysisError> {
-        self.plan(window).await?.analyse_where(batches, keep).await
+        Ok(self.plan(window).await?.analyse_where(batches, |_, _| true).await?.scores)
     }
 
     /// Runs the query and returns, for every statement, its physical plan with each
