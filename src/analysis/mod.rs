@@ -305,6 +305,14 @@ impl Analyzer {
             let input = ctx.state().optimize(&input).map_err(|e| self.err(e))?;
             let table = self.empty_table(Arc::clone(input.schema().inner()))?;
             let name = create.name.table().to_string();
+            // Registering would replace the table silently, and statements planned before
+            // would still read the old one.
+            if ctx.table_exist(name.as_str()).map_err(|e| self.err(e))? {
+                return Err(self.err(datafusion::error::DataFusionError::Plan(format!(
+                    "statement {}: table `{name}` exists already; each CREATE TABLE needs a name of its own",
+                    number + 1
+                ))));
+            }
             ctx.register_table(name.as_str(), table.clone()).map_err(|e| self.err(e))?;
             held.push((name.clone(), table.clone()));
             // The parsed logs (or an earlier table) stay in memory only while a statement
@@ -610,6 +618,16 @@ mod tests {
         let flagged: Vec<(&str, bool)> = analysed.scores.iter().map(|s| (s.session_id.as_str(), s.flagged)).collect();
         assert_eq!(flagged, vec![("shared1", true), ("alone1", false)]);
         assert_eq!(analysed.sessions, 2);
+    }
+
+    #[tokio::test]
+    async fn a_table_created_under_a_name_already_taken_is_an_error_naming_it() {
+        for taken in ["requests", "addresses"] {
+            let sql = format!("CREATE TABLE addresses AS SELECT session_id, c_ip FROM requests;\n{}", THREE_STATEMENTS.replace("CREATE TABLE addresses", &format!("CREATE TABLE {taken}")));
+            let Err(err) = analyzer(&sql).plan(&window()).await else { panic!("{taken}: planned") };
+            let message = err.to_string();
+            assert!(message.contains(&format!("table `{taken}` exists already")), "{message}");
+        }
     }
 
     #[tokio::test]
