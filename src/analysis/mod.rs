@@ -11,7 +11,7 @@
 //! other numeric column is reported as a named signal of the decision.
 //!
 //! A query file may hold several statements: all but the last are `CREATE TABLE name AS
-//! SELECT …`, run in order, and materialise intermediate results the last one reads more than
+//! SELECT …` (each name new), run in order, and materialise intermediate results the last one reads more than
 //! once (DataFusion inlines a CTE at every reference, recomputing it each time). The last
 //! statement returns the sessions.
 
