@@ -268,18 +268,13 @@ impl Analyzer {
     /// schemas, and take ~135 M of a scheduled run's ~3.4 G instructions, all on one core
     /// (callgrind). A run plans while it reads. The physical plans wait for the data:
     /// DataFusion chooses joins by the tables' sizes.
+    ///
+    /// Each leading `CREATE TABLE … AS` statement becomes its input query and an empty table
+    /// of that query's schema for later statements to read.
     pub async fn plan(&self, window: &Window) -> Result<PlannedAnalysis, AnalysisError> {
-        let planned = self.plan_statements(window).await?;
-        self.check_columns(planned.result.schema().as_arrow())?;
-        Ok(planned)
-    }
-
-    /// Plans the query's leading `CREATE TABLE … AS` statements, each as its input query and
-    /// an empty table of that query's schema for later statements to read, then the last
-    /// one.
-    async fn plan_statements(&self, window: &Window) -> Result<PlannedAnalysis, AnalysisError> {
         use datafusion::logical_expr::{DdlStatement, LogicalPlan};
         let (ctx, requests) = self.context()?;
+        // Shares `ctx`'s catalog: it sees the tables registered below.
         let state = ctx.state();
         let mut statements = DFParser::parse_sql(&self.query.sql).map_err(|e| self.err(e))?;
         // The tables each statement reads, to let go of those no later statement needs.
@@ -297,12 +292,12 @@ impl Analyzer {
         let mut held = vec![("requests".to_string(), requests.clone())];
         let mut steps = Vec::new();
         for (number, statement) in statements.into_iter().enumerate() {
-            let plan = ctx.state().statement_to_plan(statement).await.map_err(|e| self.err(e))?;
+            let plan = state.statement_to_plan(statement).await.map_err(|e| self.err(e))?;
             let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) = plan else {
                 return Err(AnalysisError::NotCreateTable { query: self.query.name.clone(), statement: plan.display().to_string() });
             };
             let input = Arc::unwrap_or_clone(create.input).with_param_values(self.bound(window)).map_err(|e| self.err(e))?;
-            let input = ctx.state().optimize(&input).map_err(|e| self.err(e))?;
+            let input = state.optimize(&input).map_err(|e| self.err(e))?;
             let table = self.empty_table(Arc::clone(input.schema().inner()))?;
             let name = create.name.table().to_string();
             // Registering would replace the table silently, and statements planned before
@@ -320,11 +315,12 @@ impl Analyzer {
             let (needed, release): (Vec<_>, Vec<_>) =
                 held.into_iter().partition(|(name, _)| reads[number + 1..].iter().any(|r| r.contains(name)));
             held = needed;
-            steps.push(Materialise { number: number + 1, name, plan: input, table, release: release.into_iter().map(|(_, t)| t).collect() });
+            steps.push(Materialise { name, plan: input, table, release: release.into_iter().map(|(_, t)| t).collect() });
         }
-        let result = ctx.state().statement_to_plan(last).await.map_err(|e| self.err(e))?;
+        let result = state.statement_to_plan(last).await.map_err(|e| self.err(e))?;
         let result = result.with_param_values(self.bound(window)).map_err(|e| self.err(e))?;
-        let result = ctx.state().optimize(&result).map_err(|e| self.err(e))?;
+        let result = state.optimize(&result).map_err(|e| self.err(e))?;
+        self.check_columns(result.schema().as_arrow())?;
         Ok(PlannedAnalysis { query: self.query.name.clone(), ctx, requests, steps, result })
     }
 
@@ -369,7 +365,6 @@ impl Analyzer {
 /// A `CREATE TABLE … AS` statement, planned: its query, the table it fills, and the tables
 /// no later statement reads once it has run.
 struct Materialise {
-    number: usize,
     name: String,
     plan: datafusion::logical_expr::LogicalPlan,
     table: Arc<MemTable>,
@@ -402,14 +397,14 @@ impl PlannedAnalysis {
                 text.push_str(&format!("-- statement {number} ({name}): {:.1} ms\n{operators}\n", elapsed.as_secs_f64() * 1e3));
             }
         };
-        for step in &self.steps {
+        for (number, step) in (1..).zip(&self.steps) {
             let started = std::time::Instant::now();
             // Optimised already: `collect` on a DataFrame would optimise the plan again.
             let physical = state.query_planner().create_physical_plan(&step.plan, &state).await.map_err(|e| self.err(e))?;
             let rows = datafusion::physical_plan::collect_partitioned(physical.clone(), state.task_ctx()).await.map_err(|e| self.err(e))?;
             fill(&step.table, rows).await;
-            tracing::debug!(query = %self.query, statement = step.number, elapsed_ms = started.elapsed().as_millis() as u64, "materialised");
-            profile_plan(step.number, &step.name, physical.as_ref(), started.elapsed());
+            tracing::debug!(query = %self.query, statement = number, elapsed_ms = started.elapsed().as_millis() as u64, "materialised");
+            profile_plan(number, &step.name, physical.as_ref(), started.elapsed());
             // The plan holds the batches it read: they are freed only once it is gone.
             drop(physical);
             for table in &step.release {
