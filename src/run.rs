@@ -235,10 +235,7 @@ async fn run_stages(
     } else {
         sessions_seen_from(&logs.batches, &rt.config.safety.allow_ips)
     };
-    let analysed = match planned {
-        Ok(planned) => planned.analyse_where(logs.batches, |_, flagged| flagged).await,
-        Err(e) => Err(e),
-    };
+    let analysed = async { planned?.analyse_where(logs.batches, |_, flagged| flagged).await }.await;
     logs.cache_writes.wait().await;
     let analysed = analysed?;
     report.stages.analyse_ms = ms(t);
@@ -384,10 +381,7 @@ pub async fn explain(rt: &Runtime, session_id: &str, now: Option<DateTime<Utc>>)
     let logs = logs?;
     let allowed_by_ip = !rt.config.safety.allow_ips.is_empty()
         && sessions_seen_from(&logs.batches, &rt.config.safety.allow_ips).contains(session_id);
-    let analysed = match planned {
-        Ok(planned) => planned.analyse_where(logs.batches, |id, _| id == session_id).await,
-        Err(e) => Err(e),
-    };
+    let analysed = async { planned?.analyse_where(logs.batches, |id, _| id == session_id).await }.await;
     logs.cache_writes.wait().await;
     let score = analysed?.scores.into_iter().next();
     let revocation = match SessionId::parse(session_id) {
