@@ -89,8 +89,7 @@ impl Runs {
 
     /// The lowest and highest ratio of this command's wall time to `other`'s, round by round.
     fn ratio_range(&self, other: &Runs) -> (f64, f64) {
-        let ratios = self.0.iter().zip(&other.0).map(|(a, b)| a.wall.as_secs_f64() / b.wall.as_secs_f64());
-        ratios.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| (lo.min(r), hi.max(r)))
+        min_max(self.0.iter().zip(&other.0).map(|(a, b)| a.wall.as_secs_f64() / b.wall.as_secs_f64()))
     }
 
     /// The least CPU time of any round.
@@ -101,10 +100,13 @@ impl Runs {
     /// The ratio of the least CPU times, and its lowest and highest value round by round.
     fn cpu_ratio(&self, other: &Runs) -> Option<(f64, f64, f64)> {
         let ratio = self.least_cpu()?.as_secs_f64() / other.least_cpu()?.as_secs_f64();
-        let ratios = self.0.iter().zip(&other.0).filter_map(|(a, b)| Some(a.cpu?.as_secs_f64() / b.cpu?.as_secs_f64()));
-        let (lo, hi) = ratios.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| (lo.min(r), hi.max(r)));
+        let (lo, hi) = min_max(self.0.iter().zip(&other.0).filter_map(|(a, b)| Some(a.cpu?.as_secs_f64() / b.cpu?.as_secs_f64())));
         Some((ratio, lo, hi))
     }
+}
+
+fn min_max(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)))
 }
 
 /// The logs: an hour of traffic, the last minute held back as the "new minute" object.
