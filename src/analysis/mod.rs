@@ -548,19 +548,13 @@ async fn fill(table: &MemTable, partitions: Vec<Vec<RecordBatch>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::cloudfront::{parse_log, CURRENT_FIELDS};
+    use crate::source::cloudfront::{parse_log, test_line, CURRENT_FIELDS};
 
     /// Two sessions: `shared1` from two addresses, `alone1` from one.
     fn requests() -> Vec<RecordBatch> {
         let line = |time: &str, ip: &str, session: &str| {
-            let mut fields: Vec<String> = CURRENT_FIELDS.split(' ').map(|_| "-".to_string()).collect();
-            fields[0] = "2026-11-20".into();
-            fields[1] = time.into();
-            fields[3] = "1000".into();
-            fields[4] = ip.into();
-            fields[7] = format!("/{session}.eyJh.eyJi.c2ln/live/ch1/720p/seg_00001.ts");
-            fields[8] = "200".into();
-            fields.join("\t")
+            let uri = format!("/{session}.eyJh.eyJi.c2ln/live/ch1/720p/seg_00001.ts");
+            test_line(&[(0, "2026-11-20"), (1, time), (3, "1000"), (4, ip), (7, &uri), (8, "200")])
         };
         let text = format!(
             "#Version: 1.0\n#Fields: {CURRENT_FIELDS}\n{}\n{}\n{}\n",

@@ -247,21 +247,17 @@ fn read_cached(path: &Path, file: File, from: i64, to: i64) -> Result<CacheHit, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::cloudfront::{CURRENT_FIELDS, REQUESTS_SCHEMA, parse_log};
+    use crate::source::cloudfront::{CURRENT_FIELDS, REQUESTS_SCHEMA, parse_log, test_line};
 
     /// `n` log lines one second apart from 2026-11-20T10:00:00Z.
     fn log(n: usize) -> String {
         let mut text = format!("#Version: 1.0\n#Fields: {CURRENT_FIELDS}\n");
         for i in 0..n {
-            let mut f: Vec<String> = CURRENT_FIELDS.split(' ').map(|_| "-".to_string()).collect();
             let t = 36_000 + i;
-            f[0] = "2026-11-20".into();
-            f[1] = format!("{:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60);
-            f[3] = "1000".into();
-            f[4] = format!("203.0.113.{}", i % 7);
-            f[7] = format!("/s{}.h.p.s/live/ch1/720p/seg_{i}.ts", i % 11);
-            f[8] = "200".into();
-            text.push_str(&f.join("\t"));
+            let time = format!("{:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60);
+            let ip = format!("203.0.113.{}", i % 7);
+            let uri = format!("/s{}.h.p.s/live/ch1/720p/seg_{i}.ts", i % 11);
+            text.push_str(&test_line(&[(0, "2026-11-20"), (1, &time), (3, "1000"), (4, &ip), (7, &uri), (8, "200")]));
             text.push('\n');
         }
         text

@@ -22,6 +22,16 @@ ssl-cipher x-edge-response-result-type cs-protocol-version fle-status fle-encryp
 c-port time-to-first-byte x-edge-detailed-result-type sc-content-type sc-content-len \
 sc-range-start sc-range-end";
 
+/// A line of the current fields for tests: `-` in every field but those given by index.
+#[cfg(test)]
+pub(crate) fn test_line(fields: &[(usize, &str)]) -> String {
+    let mut line: Vec<&str> = CURRENT_FIELDS.split(' ').map(|_| "-").collect();
+    for &(index, value) in fields {
+        line[index] = value;
+    }
+    line.join("\t")
+}
+
 /// Rows per Arrow batch: large enough to amortise per-batch costs, small enough that a
 /// batch's dictionaries stay in cache.
 pub const BATCH_ROWS: usize = 64 * 1024;
@@ -940,16 +950,7 @@ mod tests {
     }
 
     fn line33(uri: &str, ua: &str) -> String {
-        let mut f: Vec<&str> = CURRENT_FIELDS.split(' ').map(|_| "-").collect();
-        f[0] = "2026-11-20";
-        f[1] = "10:00:07";
-        f[2] = "FRA56-P1";
-        f[3] = "2048";
-        f[4] = "203.0.113.7";
-        f[7] = uri;
-        f[8] = "206";
-        f[10] = ua;
-        f.join("\t")
+        test_line(&[(0, "2026-11-20"), (1, "10:00:07"), (2, "FRA56-P1"), (3, "2048"), (4, "203.0.113.7"), (7, uri), (8, "206"), (10, ua)])
     }
 
     #[test]
