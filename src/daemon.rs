@@ -40,7 +40,7 @@ pub async fn scheduled_run(rt: &Runtime, running: &Mutex<()>) -> Option<crate::r
         tracing::warn!("previous run still in progress; skipping this scheduled run");
         return None;
     };
-    let report = run_once(&rt, &RunOptions::default()).await;
+    let report = run_once(rt, &RunOptions::default()).await;
     let status = match &report.error {
         None => format!(
             "last run {}: {} sessions, {} flagged, {} newly revoked, {} rules",

@@ -39,7 +39,7 @@ fn expected(traffic: &sim::Traffic, start: i64, end: i64) -> BTreeMap<String, Op
     }
     let rate = |a: &Acc| {
         let d = a.last - a.first;
-        (d >= 30 && d > 0).then(|| a.pairs.len() as f64 / d as f64)
+        (d >= 30).then(|| a.pairs.len() as f64 / d as f64)
     };
     let mut rates: Vec<f64> = sessions.values().filter_map(rate).collect();
     rates.sort_by(f64::total_cmp);

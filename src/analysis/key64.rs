@@ -20,7 +20,7 @@ use arrow::datatypes::{DataType, Int64Type, UInt64Type};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 
-static HASHER: foldhash::quality::FixedState = foldhash::quality::FixedState::with_seed(0x6b65_7936_34);
+static HASHER: foldhash::quality::FixedState = foldhash::quality::FixedState::with_seed(0x006b_6579_3634);
 /// The hash of NULL: a value of its own.
 const NULL_HASH: u64 = 0x9e37_79b9_7f4a_7c15;
 

@@ -117,7 +117,7 @@ impl DetectionQuery {
                     format!("query {} declares no such parameter (it declares: {})", self.name, known.join(", ")),
                 ));
             };
-            let bound = decl.kind.from_toml(value).map_err(|m| (name.clone(), m))?;
+            let bound = decl.kind.read_toml(value).map_err(|m| (name.clone(), m))?;
             params.insert(name.clone(), bound);
         }
         Ok(params)
@@ -138,7 +138,7 @@ impl ParamType {
         })
     }
 
-    fn from_toml(self, value: &toml::Value) -> Result<ParamValue, String> {
+    fn read_toml(self, value: &toml::Value) -> Result<ParamValue, String> {
         match (self, value) {
             (ParamType::Int | ParamType::Seconds, toml::Value::Integer(i)) => Ok(ParamValue::Int(*i)),
             (ParamType::Float, toml::Value::Integer(i)) => Ok(ParamValue::Float(*i as f64)),

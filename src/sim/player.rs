@@ -607,12 +607,13 @@ impl<'a> Simulation<'a> {
         let mut t = n as f64 * d;
         while t < end {
             let available = (n + 1) as f64 * d;
-            for r in (LADDER.len() - renditions)..LADDER.len() {
+            let lowest = LADDER.len() - renditions;
+            for (r, rung) in LADDER.iter().enumerate().skip(lowest) {
                 let at = available + 0.3 + self.uniform(0.0, 0.2);
                 if matches!(packaging, Packaging::HlsTs | Packaging::HlsFmp4) {
                     let bytes = self.rng.u64(450..700);
-                    self.emit(session, &net, ua, None, format!("{dir}/{}/index.m3u8", LADDER[r].0), at, 200, bytes, None, 2e7);
-                } else if n % 5 == 0 && r == LADDER.len() - renditions {
+                    self.emit(session, &net, ua, None, format!("{dir}/{}/index.m3u8", rung.0), at, 200, bytes, None, 2e7);
+                } else if n % 5 == 0 && r == lowest {
                     let bytes = self.rng.u64(2500..4000);
                     self.emit(session, &net, ua, None, format!("{dir}/manifest.mpd"), at, 200, bytes, None, 2e7);
                 }
