@@ -289,6 +289,11 @@ impl Analyzer {
         let Some(last) = statements.pop_back() else {
             return Err(AnalysisError::Empty { query: self.query.name.clone() });
         };
+        // Parameters bound, then optimised once: execution plans these as they are.
+        let bind = |plan: LogicalPlan| -> Result<LogicalPlan, AnalysisError> {
+            let plan = plan.with_param_values(self.bound(window)).map_err(|e| self.err(e))?;
+            state.optimize(&plan).map_err(|e| self.err(e))
+        };
         let mut held = vec![("requests".to_string(), requests.clone())];
         let mut steps = Vec::new();
         for (number, statement) in statements.into_iter().enumerate() {
@@ -296,8 +301,7 @@ impl Analyzer {
             let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) = plan else {
                 return Err(AnalysisError::NotCreateTable { query: self.query.name.clone(), statement: plan.display().to_string() });
             };
-            let input = Arc::unwrap_or_clone(create.input).with_param_values(self.bound(window)).map_err(|e| self.err(e))?;
-            let input = state.optimize(&input).map_err(|e| self.err(e))?;
+            let input = bind(Arc::unwrap_or_clone(create.input))?;
             let table = self.empty_table(Arc::clone(input.schema().inner()))?;
             let name = create.name.table().to_string();
             // Registering would replace the table silently, and statements planned before
@@ -317,9 +321,7 @@ impl Analyzer {
             held = needed;
             steps.push(Materialise { name, plan: input, table, release: release.into_iter().map(|(_, t)| t).collect() });
         }
-        let result = state.statement_to_plan(last).await.map_err(|e| self.err(e))?;
-        let result = result.with_param_values(self.bound(window)).map_err(|e| self.err(e))?;
-        let result = state.optimize(&result).map_err(|e| self.err(e))?;
+        let result = bind(state.statement_to_plan(last).await.map_err(|e| self.err(e))?)?;
         self.check_columns(result.schema().as_arrow())?;
         Ok(PlannedAnalysis { query: self.query.name.clone(), ctx, requests, steps, result })
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use arrow::array::RecordBatch;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+use object_store::{ObjectMeta, ObjectStore};
 
 use crate::config::{LogLocation, LogsConfig};
 pub use cloudfront::{ParseStats, REQUESTS_SCHEMA};
@@ -391,8 +391,9 @@ struct ObjectReader {
 
 enum Chunk {
     Bytes(bytes::Bytes),
-    /// The object as an open file, from a store on the local file system.
-    File(std::fs::File),
+    /// The object as an open file, from a store on the local file system, and where the
+    /// requested range starts in it.
+    File(std::fs::File, u64),
 }
 
 struct LocalObject {
@@ -428,17 +429,13 @@ impl ObjectReader {
             return;
         }
         let range = self.next_offset..self.size.min(self.next_offset + Self::CHUNK);
-        let first = range.start == 0;
         self.next_offset = range.end;
         let (store, location) = (self.store.clone(), self.location.clone());
+        // `get_range` as `object_store` defines it, but keeping a local store's open file.
         self.pending = Some(self.runtime.spawn(async move {
-            if !first {
-                return store.get_range(&location, range).await.map(Chunk::Bytes);
-            }
-            let options = object_store::GetOptions { range: Some(range.into()), ..Default::default() };
-            let result = store.get_opts(&location, options).await?;
+            let result = store.get_opts(&location, object_store::GetOptions::new().with_range(Some(range))).await?;
             match result.payload {
-                object_store::GetResultPayload::File(file, _) => Ok(Chunk::File(file)),
+                object_store::GetResultPayload::File(file, _) => Ok(Chunk::File(file, result.range.start)),
                 payload => object_store::GetResult { payload, ..result }.bytes().await.map(Chunk::Bytes),
             }
         }));
@@ -457,13 +454,13 @@ impl std::io::BufRead for ObjectReader {
                     self.position = 0;
                     self.fetch_next();
                 }
-                Chunk::File(file) => {
-                    // A file opened for a range is not positioned at it: the first range
-                    // starts at 0, where a file opens. The listed size bounds the read, as
-                    // the ranges did.
-                    use std::io::Read;
+                Chunk::File(mut file, start) => {
+                    // The file comes open at its start, not at the range's; the listed size
+                    // bounds the read, as the ranges did.
+                    use std::io::{Read, Seek};
+                    file.seek(std::io::SeekFrom::Start(start))?;
                     let buffer = vec![0; Self::LOCAL_BUFFER].into_boxed_slice();
-                    self.local = Some(LocalObject { file: file.take(self.size), buffer, filled: 0, position: 0 });
+                    self.local = Some(LocalObject { file: file.take(self.size.saturating_sub(start)), buffer, filled: 0, position: 0 });
                 }
             }
         }
@@ -535,6 +532,7 @@ pub fn parse_reader(object: &str, mut body: impl std::io::BufRead + Send) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use object_store::ObjectStoreExt;
     use std::sync::atomic::{AtomicU64, Ordering};
 
     /// An ordered in-memory store that counts the keys its listings hand out: the keys a
