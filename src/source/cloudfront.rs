@@ -330,12 +330,11 @@ struct DictColumn {
     /// Raw bytes of every dictionary value, back to back; `raw_ends[key]` ends value `key`.
     raw: Vec<u8>,
     raw_ends: Vec<usize>,
+    hasher: foldhash::fast::RandomState,
     values: StringBuilder,
     keys: Int32Builder,
     scratch: Vec<u8>,
 }
-
-static RAW_HASHER: foldhash::fast::FixedState = foldhash::fast::FixedState::with_seed(0x5e55_10d0);
 
 impl DictColumn {
     fn new(decode: Decode) -> Self {
@@ -344,6 +343,9 @@ impl DictColumn {
             table: hashbrown::HashTable::new(),
             raw: Vec::new(),
             raw_ends: Vec::new(),
+            // Seeded per process: values come from viewers' requests, and with a known seed
+            // crafted ones could be made to collide and turn lookups into scans.
+            hasher: foldhash::fast::RandomState::default(),
             values: StringBuilder::new(),
             keys: Int32Builder::with_capacity(BATCH_ROWS),
             scratch: Vec::new(),
@@ -359,7 +361,7 @@ impl DictColumn {
     /// The dictionary key of `raw`, adding it (checked and decoded) if new. Nothing is
     /// appended to the column: a line is only added once all its fields are known good.
     fn intern(&mut self, raw: &[u8]) -> Result<i32, Malformed> {
-        let hash = RAW_HASHER.hash_one(raw);
+        let hash = self.hasher.hash_one(raw);
         let (stored, ends) = (&self.raw, &self.raw_ends);
         if let Some(&(_, key)) = self.table.find(hash, |&(h, k)| h == hash && Self::raw_value(stored, ends, k) == raw) {
             return Ok(key);
