@@ -16,6 +16,7 @@
 //! statement returns the sessions.
 
 mod key64;
+mod median;
 mod query;
 
 use std::collections::{BTreeMap, HashSet};
@@ -233,6 +234,7 @@ impl Analyzer {
         ctx.register_table("edge_locations", edge_table().map_err(|e| self.err(e))?)
             .map_err(|e| self.err(e))?;
         ctx.register_udf(key64::key64_udf());
+        ctx.register_udaf(median::median_udaf());
         Ok((ctx, requests))
     }
 
