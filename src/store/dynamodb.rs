@@ -20,7 +20,7 @@ use aws_sdk_dynamodb::types::{
 };
 use chrono::{DateTime, Utc};
 
-use super::{Detection, EntryKind, RecordOutcome, Revocation, RevocationStore, StoreError, epoch, from_epoch};
+use super::{DetectedKind, Detection, EntryKind, RecordOutcome, Revocation, RevocationStore, StoreError, epoch, from_epoch};
 use crate::aws::{describe_error as describe, error_code};
 use crate::config::DynamoConfig;
 use crate::retry::Backoff;
@@ -263,87 +263,6 @@ impl DynamoStore {
         TransactWriteItem::builder().update(update).build()
     }
 
-    async fn record(
-        &self,
-        kind: EntryKind,
-        detections: &[Detection],
-        now: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-        run_id: &str,
-    ) -> Result<RecordOutcome, StoreError> {
-        let mut outcome = RecordOutcome::default();
-        for chunk in detections.chunks(MAX_BATCH) {
-            let mut pending: Vec<&Detection> = chunk.iter().collect();
-            let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
-            let mut attempt = 0;
-            while !pending.is_empty() {
-                attempt += 1;
-                let items = pending.iter().map(|d| self.conditional_update(kind, d, now, expires_at, run_id)).collect();
-                let result = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
-                let err = match result {
-                    Ok(_) => {
-                        outcome.written.extend(pending.iter().map(|d| d.session_id.clone()));
-                        break;
-                    }
-                    Err(e) => e,
-                };
-                let reasons = err
-                    .as_service_error()
-                    .and_then(|e| match e {
-                        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
-                            Some(c.cancellation_reasons().to_vec())
-                        }
-                        _ => None,
-                    })
-                    .unwrap_or_default();
-                let retryable_code = matches!(
-                    error_code(&err),
-                    Some("TransactionConflictException" | "ThrottlingException" | "ProvisionedThroughputExceededException" | "RequestLimitExceeded" | "InternalServerError")
-                );
-                if reasons.len() != pending.len() && !retryable_code {
-                    return Err(self.err("TransactWriteItems", describe(&err)));
-                }
-                let mut retry = Vec::new();
-                if reasons.len() == pending.len() {
-                    for (d, reason) in pending.iter().zip(&reasons) {
-                        match reason.code() {
-                            Some("ConditionalCheckFailed") => {
-                                let old_kind = reason
-                                    .item()
-                                    .and_then(|i| i.get("type"))
-                                    .and_then(|v| v.as_s().ok())
-                                    .and_then(|k| EntryKind::parse(k));
-                                match old_kind {
-                                    Some(EntryKind::Manual) => outcome.protected_manual.push(d.session_id.clone()),
-                                    Some(EntryKind::Unrevoked) => outcome.in_cooldown.push(d.session_id.clone()),
-                                    _ => {}
-                                }
-                            }
-                            // "None": this item was fine, the transaction failed for another.
-                            _ => retry.push(*d),
-                        }
-                    }
-                } else {
-                    retry = pending.clone();
-                }
-                if attempt >= MAX_ATTEMPTS {
-                    return Err(StoreError::Unprocessed {
-                        table: self.table.clone(),
-                        operation: "TransactWriteItems",
-                        left: retry.len(),
-                        attempts: attempt,
-                    });
-                }
-                if !retry.is_empty() {
-                    tracing::debug!(table = %self.table, items = retry.len(), attempt, error = %describe(&err), "retrying revocation writes");
-                    tokio::time::sleep(backoff.next_delay()).await;
-                }
-                pending = retry;
-            }
-        }
-        Ok(outcome)
-    }
-
     /// BatchWriteItem in chunks of 25, retrying UnprocessedItems with backoff.
     async fn batch_put(&self, items: Vec<HashMap<String, AttributeValue>>) -> Result<(), StoreError> {
         for chunk in items.chunks(MAX_BATCH) {
@@ -486,24 +405,86 @@ impl RevocationStore for DynamoStore {
         Ok(!exists)
     }
 
-    async fn record_auto(
+    async fn record(
         &self,
+        kind: DetectedKind,
         detections: &[Detection],
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
         run_id: &str,
     ) -> Result<RecordOutcome, StoreError> {
-        self.record(EntryKind::Auto, detections, now, expires_at, run_id).await
-    }
-
-    async fn record_held(
-        &self,
-        detections: &[Detection],
-        now: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-        run_id: &str,
-    ) -> Result<RecordOutcome, StoreError> {
-        self.record(EntryKind::Held, detections, now, expires_at, run_id).await
+        let kind = EntryKind::from(kind);
+        let mut outcome = RecordOutcome::default();
+        for chunk in detections.chunks(MAX_BATCH) {
+            let mut pending: Vec<&Detection> = chunk.iter().collect();
+            let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+            let mut attempt = 0;
+            while !pending.is_empty() {
+                attempt += 1;
+                let items = pending.iter().map(|d| self.conditional_update(kind, d, now, expires_at, run_id)).collect();
+                let result = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
+                let err = match result {
+                    Ok(_) => {
+                        outcome.written.extend(pending.iter().map(|d| d.session_id.clone()));
+                        break;
+                    }
+                    Err(e) => e,
+                };
+                let reasons = err
+                    .as_service_error()
+                    .and_then(|e| match e {
+                        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
+                            Some(c.cancellation_reasons().to_vec())
+                        }
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                let retryable_code = matches!(
+                    error_code(&err),
+                    Some("TransactionConflictException" | "ThrottlingException" | "ProvisionedThroughputExceededException" | "RequestLimitExceeded" | "InternalServerError")
+                );
+                if reasons.len() != pending.len() && !retryable_code {
+                    return Err(self.err("TransactWriteItems", describe(&err)));
+                }
+                let mut retry = Vec::new();
+                if reasons.len() == pending.len() {
+                    for (d, reason) in pending.iter().zip(&reasons) {
+                        match reason.code() {
+                            Some("ConditionalCheckFailed") => {
+                                let old_kind = reason
+                                    .item()
+                                    .and_then(|i| i.get("type"))
+                                    .and_then(|v| v.as_s().ok())
+                                    .and_then(|k| EntryKind::parse(k));
+                                match old_kind {
+                                    Some(EntryKind::Manual) => outcome.protected_manual.push(d.session_id.clone()),
+                                    Some(EntryKind::Unrevoked) => outcome.in_cooldown.push(d.session_id.clone()),
+                                    _ => {}
+                                }
+                            }
+                            // "None": this item was fine, the transaction failed for another.
+                            _ => retry.push(*d),
+                        }
+                    }
+                } else {
+                    retry = pending.clone();
+                }
+                if attempt >= MAX_ATTEMPTS {
+                    return Err(StoreError::Unprocessed {
+                        table: self.table.clone(),
+                        operation: "TransactWriteItems",
+                        left: retry.len(),
+                        attempts: attempt,
+                    });
+                }
+                if !retry.is_empty() {
+                    tracing::debug!(table = %self.table, items = retry.len(), attempt, error = %describe(&err), "retrying revocation writes");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                pending = retry;
+            }
+        }
+        Ok(outcome)
     }
 
     async fn put_manual(&self, entries: &[Revocation]) -> Result<(), StoreError> {

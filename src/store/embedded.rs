@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Detection, EntryKind, RecordOutcome, Revocation, RevocationStore, StoreError, epoch, from_epoch};
+use super::{DetectedKind, Detection, EntryKind, RecordOutcome, Revocation, RevocationStore, StoreError, epoch, from_epoch};
 use crate::session::SessionId;
 
 /// Schema versions, applied in order; `PRAGMA user_version` records how many ran.
@@ -82,68 +82,6 @@ impl EmbeddedStore {
         .map_err(|e| StoreError::Embedded { path, message: e.to_string() })
     }
 
-    async fn record(
-        &self,
-        kind: EntryKind,
-        detections: &[Detection],
-        now: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-        run_id: &str,
-    ) -> Result<RecordOutcome, StoreError> {
-        // Which existing entries a write may replace: AUTO renews AUTO and promotes HELD; HELD
-        // only refreshes HELD; anything expired is fair game. MANUAL and UNREVOKED in force win.
-        let replaceable = match kind {
-            EntryKind::Auto => "revocations.type IN ('AUTO', 'HELD')",
-            EntryKind::Held => "revocations.type = 'HELD'",
-            _ => unreachable!("only detections are recorded"),
-        };
-        let sql = format!(
-            "INSERT INTO revocations ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8)
-             ON CONFLICT (session_id) DO UPDATE SET
-                type = excluded.type, reason = excluded.reason, score = excluded.score,
-                signals = excluded.signals, last_updated = excluded.last_updated,
-                expires_at = excluded.expires_at, run_id = excluded.run_id
-             WHERE {replaceable} OR revocations.expires_at <= excluded.last_updated"
-        );
-        let rows: Vec<(SessionId, Option<f64>, String, String)> = detections
-            .iter()
-            .map(|d| {
-                let signals = serde_json::to_string(&d.signals).expect("signals serialise");
-                (d.session_id.clone(), d.score, d.reason.clone(), signals)
-            })
-            .collect();
-        let (now_s, exp_s, run_id) = (epoch(now), epoch(expires_at), run_id.to_string());
-        self.with_conn(move |conn| {
-            let tx = conn.transaction()?;
-            let mut outcome = RecordOutcome::default();
-            {
-                let mut upsert = tx.prepare_cached(&sql)?;
-                let mut existing = tx.prepare_cached("SELECT type FROM revocations WHERE session_id = ?1")?;
-                for (id, score, reason, signals) in &rows {
-                    let changed = upsert.execute(params![
-                        id.as_str(), kind.as_str(), reason, score, signals, now_s, exp_s, run_id
-                    ])?;
-                    if changed > 0 {
-                        outcome.written.push(id.clone());
-                        continue;
-                    }
-                    let blocker: Option<String> =
-                        existing.query_row([id.as_str()], |r| r.get(0)).optional()?;
-                    match blocker.as_deref().and_then(EntryKind::parse) {
-                        Some(EntryKind::Manual) => outcome.protected_manual.push(id.clone()),
-                        Some(EntryKind::Unrevoked) => outcome.in_cooldown.push(id.clone()),
-                        // A HELD write meeting an active AUTO: already revoked, nothing to hold.
-                        _ => {}
-                    }
-                }
-            }
-            tx.execute("DELETE FROM revocations WHERE expires_at < ?1", [now_s - KEEP_EXPIRED_SECS])?;
-            tx.commit()?;
-            Ok(outcome)
-        })
-        .await
-    }
-
     fn query(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> rusqlite::Result<Vec<Revocation>> {
         let mut stmt = conn.prepare_cached(sql)?;
         let rows = stmt.query_map(args, |r| {
@@ -180,24 +118,65 @@ impl RevocationStore for EmbeddedStore {
         Ok(self.migrated_on_open)
     }
 
-    async fn record_auto(
+    async fn record(
         &self,
+        kind: DetectedKind,
         detections: &[Detection],
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
         run_id: &str,
     ) -> Result<RecordOutcome, StoreError> {
-        self.record(EntryKind::Auto, detections, now, expires_at, run_id).await
-    }
-
-    async fn record_held(
-        &self,
-        detections: &[Detection],
-        now: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-        run_id: &str,
-    ) -> Result<RecordOutcome, StoreError> {
-        self.record(EntryKind::Held, detections, now, expires_at, run_id).await
+        // Which existing entries a write may replace: AUTO renews AUTO and promotes HELD; HELD
+        // only refreshes HELD; anything expired is fair game. MANUAL and UNREVOKED in force win.
+        let replaceable = match kind {
+            DetectedKind::Auto => "revocations.type IN ('AUTO', 'HELD')",
+            DetectedKind::Held => "revocations.type = 'HELD'",
+        };
+        let sql = format!(
+            "INSERT INTO revocations ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8)
+             ON CONFLICT (session_id) DO UPDATE SET
+                type = excluded.type, reason = excluded.reason, score = excluded.score,
+                signals = excluded.signals, last_updated = excluded.last_updated,
+                expires_at = excluded.expires_at, run_id = excluded.run_id
+             WHERE {replaceable} OR revocations.expires_at <= excluded.last_updated"
+        );
+        let rows: Vec<(SessionId, Option<f64>, String, String)> = detections
+            .iter()
+            .map(|d| {
+                let signals = serde_json::to_string(&d.signals).expect("signals serialise");
+                (d.session_id.clone(), d.score, d.reason.clone(), signals)
+            })
+            .collect();
+        let (now_s, exp_s, run_id) = (epoch(now), epoch(expires_at), run_id.to_string());
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            let mut outcome = RecordOutcome::default();
+            {
+                let mut upsert = tx.prepare_cached(&sql)?;
+                let mut existing = tx.prepare_cached("SELECT type FROM revocations WHERE session_id = ?1")?;
+                for (id, score, reason, signals) in &rows {
+                    let changed = upsert.execute(params![
+                        id.as_str(), EntryKind::from(kind).as_str(), reason, score, signals, now_s, exp_s, run_id
+                    ])?;
+                    if changed > 0 {
+                        outcome.written.push(id.clone());
+                        continue;
+                    }
+                    let blocker: Option<String> =
+                        existing.query_row([id.as_str()], |r| r.get(0)).optional()?;
+                    match blocker.as_deref().and_then(EntryKind::parse) {
+                        Some(EntryKind::Manual) => outcome.protected_manual.push(id.clone()),
+                        Some(EntryKind::Unrevoked) => outcome.in_cooldown.push(id.clone()),
+                        // A HELD write meeting an active AUTO: already revoked, nothing to hold.
+                        _ => {}
+                    }
+                }
+            }
+            tx.execute("DELETE FROM revocations WHERE expires_at < ?1", [now_s - KEEP_EXPIRED_SECS])?;
+            tx.commit()?;
+            Ok(outcome)
+        })
+        .await
     }
 
     async fn put_manual(&self, entries: &[Revocation]) -> Result<(), StoreError> {

@@ -31,6 +31,22 @@ pub enum EntryKind {
     Held,
 }
 
+/// The kinds of entry a run writes for its detections; operators write the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetectedKind {
+    Auto,
+    Held,
+}
+
+impl From<DetectedKind> for EntryKind {
+    fn from(kind: DetectedKind) -> Self {
+        match kind {
+            DetectedKind::Auto => EntryKind::Auto,
+            DetectedKind::Held => EntryKind::Held,
+        }
+    }
+}
+
 impl EntryKind {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -134,6 +150,17 @@ pub trait RevocationStore: Send + Sync {
     /// Creates the schema/table if missing; a no-op when it exists. Returns whether it created.
     async fn migrate(&self) -> Result<bool, StoreError>;
 
+    /// Records a run's detections as entries of `kind` expiring at `expires_at`; see
+    /// [`RevocationStore::record_auto`] and [`RevocationStore::record_held`].
+    async fn record(
+        &self,
+        kind: DetectedKind,
+        detections: &[Detection],
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        run_id: &str,
+    ) -> Result<RecordOutcome, StoreError>;
+
     /// Records detections as AUTO entries expiring at `expires_at`, unless protected (an
     /// active MANUAL entry, or an UNREVOKED tombstone in its cool-down).
     async fn record_auto(
@@ -142,7 +169,9 @@ pub trait RevocationStore: Send + Sync {
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
         run_id: &str,
-    ) -> Result<RecordOutcome, StoreError>;
+    ) -> Result<RecordOutcome, StoreError> {
+        self.record(DetectedKind::Auto, detections, now, expires_at, run_id).await
+    }
 
     /// Records detections a guard held back as HELD entries for review; never replaces an
     /// active entry of another kind.
@@ -152,7 +181,9 @@ pub trait RevocationStore: Send + Sync {
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
         run_id: &str,
-    ) -> Result<RecordOutcome, StoreError>;
+    ) -> Result<RecordOutcome, StoreError> {
+        self.record(DetectedKind::Held, detections, now, expires_at, run_id).await
+    }
 
     /// Operator writes: MANUAL revocations or UNREVOKED tombstones, replacing whatever is
     /// there (the operator has the last word).
