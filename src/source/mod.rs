@@ -375,8 +375,8 @@ fn progress_bar(objects: &[ObjectMeta]) -> indicatif::ProgressBar {
 /// without another copy. For use on a blocking thread.
 ///
 /// A local object comes back from the first request as an open file, which is then read
-/// straight into one reused buffer: `object_store` reads each local range into a fresh
-/// buffer, and faulting in those pages was two fifths of a cold run's page faults.
+/// through one reused buffer: `object_store` reads each local range into a fresh buffer,
+/// and faulting in those pages was two fifths of a cold run's page faults.
 struct ObjectReader {
     store: Arc<dyn ObjectStore>,
     location: ObjectPath,
@@ -385,7 +385,7 @@ struct ObjectReader {
     current: bytes::Bytes,
     position: usize,
     pending: Option<tokio::task::JoinHandle<object_store::Result<Chunk>>>,
-    local: Option<LocalObject>,
+    local: Option<std::io::BufReader<std::io::Take<std::fs::File>>>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -394,13 +394,6 @@ enum Chunk {
     /// The object as an open file, from a store on the local file system, and where the
     /// requested range starts in it.
     File(std::fs::File, u64),
-}
-
-struct LocalObject {
-    file: std::io::Take<std::fs::File>,
-    buffer: Box<[u8]>,
-    filled: usize,
-    position: usize,
 }
 
 impl ObjectReader {
@@ -459,30 +452,20 @@ impl std::io::BufRead for ObjectReader {
                     // bounds the read, as the ranges did.
                     use std::io::{Read, Seek};
                     file.seek(std::io::SeekFrom::Start(start))?;
-                    let buffer = vec![0; Self::LOCAL_BUFFER].into_boxed_slice();
-                    self.local = Some(LocalObject { file: file.take(self.size.saturating_sub(start)), buffer, filled: 0, position: 0 });
+                    let file = file.take(self.size.saturating_sub(start));
+                    self.local = Some(std::io::BufReader::with_capacity(Self::LOCAL_BUFFER, file));
                 }
             }
         }
-        let Some(local) = &mut self.local else {
-            return Ok(&self.current[self.position..]);
-        };
-        while local.position == local.filled {
-            match std::io::Read::read(&mut local.file, &mut local.buffer) {
-                Ok(n) => (local.filled, local.position) = (n, 0),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-            if local.filled == 0 {
-                break;
-            }
+        match &mut self.local {
+            Some(local) => local.fill_buf(),
+            None => Ok(&self.current[self.position..]),
         }
-        Ok(&local.buffer[local.position..local.filled])
     }
 
     fn consume(&mut self, amount: usize) {
         match &mut self.local {
-            Some(local) => local.position = (local.position + amount).min(local.filled),
+            Some(local) => local.consume(amount),
             None => self.position = (self.position + amount).min(self.current.len()),
         }
     }
