@@ -116,6 +116,10 @@ impl DynamoStore {
         DynamoStore { client: Client::new(&sdk), table: config.table.clone() }
     }
 
+    fn unprocessed(&self, operation: &'static str, left: usize, attempts: u32) -> StoreError {
+        StoreError::Unprocessed { table: self.table.clone(), operation, left, attempts }
+    }
+
     fn err(&self, operation: &'static str, message: String) -> StoreError {
         StoreError::Dynamo { table: self.table.clone(), operation, message }
     }
@@ -300,12 +304,7 @@ impl DynamoStore {
                     break;
                 }
                 if attempt >= MAX_ATTEMPTS {
-                    return Err(StoreError::Unprocessed {
-                        table: self.table.clone(),
-                        operation: "BatchWriteItem",
-                        left: requests.len(),
-                        attempts: attempt,
-                    });
+                    return Err(self.unprocessed("BatchWriteItem", requests.len(), attempt));
                 }
                 tokio::time::sleep(backoff.next_delay()).await;
             }
@@ -470,12 +469,7 @@ impl RevocationStore for DynamoStore {
                     retry = pending.clone();
                 }
                 if attempt >= MAX_ATTEMPTS {
-                    return Err(StoreError::Unprocessed {
-                        table: self.table.clone(),
-                        operation: "TransactWriteItems",
-                        left: retry.len(),
-                        attempts: attempt,
-                    });
+                    return Err(self.unprocessed("TransactWriteItems", retry.len(), attempt));
                 }
                 if !retry.is_empty() {
                     tracing::debug!(table = %self.table, items = retry.len(), attempt, error = %describe(&err), "retrying revocation writes");
