@@ -15,7 +15,7 @@ use crate::config::{Config, Mode};
 use crate::enforcer::{self, EnforceOutcome, RuleGroup};
 use crate::session::SessionId;
 use crate::source::{LoadedLogs, LogSource, SourceError, SourceStats, Window};
-use crate::store::{Detection, RevocationStore};
+use crate::store::{DetectedKind, Detection, RevocationStore};
 
 /// Below this many new revocations the share limit does not apply: in a small window one leak
 /// is already a large share.
@@ -294,7 +294,7 @@ async fn run_stages(
     let expires_at = now + chrono::Duration::from_std(rt.config.revocation.ttl).expect("ttl fits");
     if writes {
         let detections: Vec<Detection> = to_revoke.iter().map(|(_, d)| d.clone()).collect();
-        let outcome = rt.store.record_auto(&detections, now, expires_at, &report.run_id).await?;
+        let outcome = rt.store.record(DetectedKind::Auto, &detections, now, expires_at, &report.run_id).await?;
         let written: BTreeSet<&str> = outcome.written.iter().map(SessionId::as_str).collect();
         let manual: BTreeSet<&str> = outcome.protected_manual.iter().map(SessionId::as_str).collect();
         let cooldown: BTreeSet<&str> = outcome.in_cooldown.iter().map(SessionId::as_str).collect();
@@ -312,7 +312,7 @@ async fn run_stages(
         }
         if !held.is_empty() {
             let detections: Vec<Detection> = held.iter().map(|(_, d)| d.clone()).collect();
-            rt.store.record_held(&detections, now, expires_at, &report.run_id).await?;
+            rt.store.record(DetectedKind::Held, &detections, now, expires_at, &report.run_id).await?;
         }
     }
     for (index, _) in &held {

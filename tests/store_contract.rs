@@ -10,7 +10,7 @@ use revokd::config::DynamoConfig;
 use revokd::session::SessionId;
 use revokd::store::dynamodb::DynamoStore;
 use revokd::store::embedded::EmbeddedStore;
-use revokd::store::{Detection, EntryKind, Revocation, RevocationStore};
+use revokd::store::{DetectedKind, Detection, EntryKind, Revocation, RevocationStore};
 
 fn t(offset_s: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(T0 + offset_s, 0).unwrap()
@@ -54,7 +54,7 @@ async fn contract(store: &dyn RevocationStore) {
     let now = t(60);
     let batch: Vec<Detection> =
         ["fresh", "manual-live", "manual-old", "cooling", "cooled"].iter().map(|id| detection(id, 4.0)).collect();
-    let outcome = store.record_auto(&batch, now, now + hour, "run-1").await.unwrap();
+    let outcome = store.record(DetectedKind::Auto, &batch, now, now + hour, "run-1").await.unwrap();
     let mut written = ids(&outcome.written);
     written.sort();
     assert_eq!(written, vec!["cooled", "fresh", "manual-old"], "expired entries are replaced, live ones protected");
@@ -76,16 +76,16 @@ async fn contract(store: &dyn RevocationStore) {
 
     // A later detection renews AUTO: new expiry, same first_seen.
     let later = t(600);
-    store.record_auto(&[detection("fresh", 5.0)], later, later + hour, "run-2").await.unwrap();
+    store.record(DetectedKind::Auto, &[detection("fresh", 5.0)], later, later + hour, "run-2").await.unwrap();
     let renewed = store.get(&SessionId::parse("fresh").unwrap()).await.unwrap().unwrap();
     assert_eq!((renewed.expires_at, renewed.first_seen, renewed.score), (later + hour, now, Some(5.0)));
 
     // HELD never replaces an active revocation; AUTO later promotes a HELD entry.
-    let held = store.record_held(&[detection("fresh", 9.0), detection("doubtful", 3.0)], later, later + hour, "run-3").await.unwrap();
+    let held = store.record(DetectedKind::Held, &[detection("fresh", 9.0), detection("doubtful", 3.0)], later, later + hour, "run-3").await.unwrap();
     assert_eq!(ids(&held.written), vec!["doubtful"]);
     assert_eq!(store.get(&SessionId::parse("fresh").unwrap()).await.unwrap().unwrap().kind, EntryKind::Auto);
     assert!(!store.active(later).await.unwrap().iter().any(|r| r.session_id == "doubtful"), "HELD does not revoke");
-    store.record_auto(&[detection("doubtful", 3.0)], later, later + hour, "run-4").await.unwrap();
+    store.record(DetectedKind::Auto, &[detection("doubtful", 3.0)], later, later + hour, "run-4").await.unwrap();
     assert_eq!(store.get(&SessionId::parse("doubtful").unwrap()).await.unwrap().unwrap().kind, EntryKind::Auto);
 }
 

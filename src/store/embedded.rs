@@ -148,6 +148,7 @@ impl RevocationStore for EmbeddedStore {
             })
             .collect();
         let (now_s, exp_s, run_id) = (epoch(now), epoch(expires_at), run_id.to_string());
+        let kind = EntryKind::from(kind).as_str();
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
             let mut outcome = RecordOutcome::default();
@@ -156,7 +157,7 @@ impl RevocationStore for EmbeddedStore {
                 let mut existing = tx.prepare_cached("SELECT type FROM revocations WHERE session_id = ?1")?;
                 for (id, score, reason, signals) in &rows {
                     let changed = upsert.execute(params![
-                        id.as_str(), EntryKind::from(kind).as_str(), reason, score, signals, now_s, exp_s, run_id
+                        id.as_str(), kind, reason, score, signals, now_s, exp_s, run_id
                     ])?;
                     if changed > 0 {
                         outcome.written.push(id.clone());

@@ -150,8 +150,10 @@ pub trait RevocationStore: Send + Sync {
     /// Creates the schema/table if missing; a no-op when it exists. Returns whether it created.
     async fn migrate(&self) -> Result<bool, StoreError>;
 
-    /// Records a run's detections as entries of `kind` expiring at `expires_at`; see
-    /// [`RevocationStore::record_auto`] and [`RevocationStore::record_held`].
+    /// Records a run's detections as entries of `kind` expiring at `expires_at`. AUTO renews
+    /// AUTO and promotes HELD, unless protected (an active MANUAL entry, or an UNREVOKED
+    /// tombstone in its cool-down); HELD (detections a guard held back, for review) never
+    /// replaces an active entry of another kind.
     async fn record(
         &self,
         kind: DetectedKind,
@@ -160,30 +162,6 @@ pub trait RevocationStore: Send + Sync {
         expires_at: DateTime<Utc>,
         run_id: &str,
     ) -> Result<RecordOutcome, StoreError>;
-
-    /// Records detections as AUTO entries expiring at `expires_at`, unless protected (an
-    /// active MANUAL entry, or an UNREVOKED tombstone in its cool-down).
-    async fn record_auto(
-        &self,
-        detections: &[Detection],
-        now: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-        run_id: &str,
-    ) -> Result<RecordOutcome, StoreError> {
-        self.record(DetectedKind::Auto, detections, now, expires_at, run_id).await
-    }
-
-    /// Records detections a guard held back as HELD entries for review; never replaces an
-    /// active entry of another kind.
-    async fn record_held(
-        &self,
-        detections: &[Detection],
-        now: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-        run_id: &str,
-    ) -> Result<RecordOutcome, StoreError> {
-        self.record(DetectedKind::Held, detections, now, expires_at, run_id).await
-    }
 
     /// Operator writes: MANUAL revocations or UNREVOKED tombstones, replacing whatever is
     /// there (the operator has the last word).
