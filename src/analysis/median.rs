@@ -141,8 +141,7 @@ impl GroupsAccumulator for FlatMedian {
         self.groups.reserve(group_indices.len());
         self.values.reserve(group_indices.len());
         for (row, &group) in group_indices.iter().enumerate() {
-            let kept = opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row));
-            if values.is_valid(row) && kept {
+            if values.is_valid(row) && passes(opt_filter, row) {
                 self.push(group, values.value(row))?;
             }
         }
@@ -184,13 +183,7 @@ impl GroupsAccumulator for FlatMedian {
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
         let n = self.emitted(emit_to);
         let (offsets, values) = self.take_first(n);
-        let list = ListArray::new(
-            Arc::new(Field::new_list_field(DataType::Float64, true)),
-            OffsetBuffer::new(ScalarBuffer::from(offsets)),
-            Arc::new(Float64Array::from(values)),
-            None,
-        );
-        Ok(vec![Arc::new(list)])
+        Ok(vec![value_lists(offsets, Float64Array::from(values), None)])
     }
 
     /// Each row a list of its one value; a NULL or filtered-out row a NULL list.
@@ -199,15 +192,10 @@ impl GroupsAccumulator for FlatMedian {
         let Ok(rows) = i32::try_from(values.len()) else {
             return exec_err!("median: a batch of more than 2^31 rows");
         };
-        let kept = (0..values.len())
-            .map(|row| values.is_valid(row) && opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row)));
-        let list = ListArray::new(
-            Arc::new(Field::new_list_field(DataType::Float64, true)),
-            OffsetBuffer::new(ScalarBuffer::from((0..=rows).collect::<Vec<i32>>())),
-            Arc::new(Float64Array::new(values.values().clone(), None)),
-            Some(NullBuffer::from_iter(kept)),
-        );
-        Ok(vec![Arc::new(list)])
+        let kept = (0..values.len()).map(|row| values.is_valid(row) && passes(opt_filter, row));
+        let offsets = (0..=rows).collect();
+        let values = Float64Array::new(values.values().clone(), None);
+        Ok(vec![value_lists(offsets, values, Some(NullBuffer::from_iter(kept)))])
     }
 
     fn size(&self) -> usize {
@@ -215,6 +203,22 @@ impl GroupsAccumulator for FlatMedian {
             + self.groups.capacity() * std::mem::size_of::<u32>()
             + self.values.capacity() * std::mem::size_of::<f64>()
     }
+}
+
+/// Whether `row` passes the aggregate's `FILTER` (every row does without one).
+fn passes(filter: Option<&BooleanArray>, row: usize) -> bool {
+    filter.is_none_or(|f| f.is_valid(row) && f.value(row))
+}
+
+/// The accumulator's state, DataFusion's median's: a list of values per group
+/// (`offsets[g]..offsets[g + 1]`), a NULL list for `nulls`' unset rows.
+fn value_lists(offsets: Vec<i32>, values: Float64Array, nulls: Option<NullBuffer>) -> ArrayRef {
+    Arc::new(ListArray::new(
+        Arc::new(Field::new_list_field(DataType::Float64, true)),
+        OffsetBuffer::new(ScalarBuffer::from(offsets)),
+        Arc::new(values),
+        nulls,
+    ))
 }
 
 /// DataFusion's median of `f64`s: the middle value by `total_cmp`, or for an even count the
