@@ -23,12 +23,22 @@ use chrono::{DateTime, Utc};
 use super::{DetectedKind, Detection, EntryKind, RecordOutcome, Revocation, RevocationStore, StoreError, epoch, from_epoch};
 use crate::aws::{describe_error as describe, error_code};
 use crate::config::DynamoConfig;
-use crate::retry::Backoff;
+use crate::retry::{Attempts, Backoff, LeftOver};
 use crate::session::SessionId;
 
 /// DynamoDB's limit for both BatchWriteItem and (by our choice) each transaction.
 pub const MAX_BATCH: usize = 25;
 const MAX_ATTEMPTS: u32 = 8;
+
+/// Errors that say "slow down and send it again", whatever the operation.
+fn throttled(code: Option<&str>) -> bool {
+    matches!(code, Some("ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded"))
+}
+
+/// Between attempts at the items DynamoDB left over: 50 ms, doubling up to 5 s.
+fn backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(50), Duration::from_secs(5))
+}
 const ACTIVE_INDEX: &str = "active-by-expiry";
 const TABLE_SPEC: &str = include_str!("../../migrations/dynamodb/0001_revocations.json");
 
@@ -116,8 +126,8 @@ impl DynamoStore {
         DynamoStore { client: Client::new(&sdk), table: config.table.clone() }
     }
 
-    fn unprocessed(&self, operation: &'static str, left: usize, attempts: u32) -> StoreError {
-        StoreError::Unprocessed { table: self.table.clone(), operation, left, attempts }
+    fn left_over(&self, operation: &'static str, e: LeftOver) -> StoreError {
+        StoreError::Unprocessed { table: self.table.clone(), operation, left: e.left, attempts: e.attempts }
     }
 
     fn err(&self, operation: &'static str, message: String) -> StoreError {
@@ -270,7 +280,7 @@ impl DynamoStore {
     /// BatchWriteItem in chunks of 25, retrying UnprocessedItems with backoff.
     async fn batch_put(&self, items: Vec<HashMap<String, AttributeValue>>) -> Result<(), StoreError> {
         for chunk in items.chunks(MAX_BATCH) {
-            let mut requests: Vec<WriteRequest> = chunk
+            let mut left: Vec<WriteRequest> = chunk
                 .iter()
                 .map(|item| {
                     WriteRequest::builder()
@@ -278,35 +288,16 @@ impl DynamoStore {
                         .build()
                 })
                 .collect();
-            let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
-            let mut attempt = 0;
-            while !requests.is_empty() {
-                attempt += 1;
-                let sent = std::mem::take(&mut requests);
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, sent.clone())
-                    .send()
-                    .await;
-                match out {
-                    Ok(out) => {
-                        requests = out.unprocessed_items.unwrap_or_default().remove(&self.table).unwrap_or_default();
-                    }
-                    Err(e)
-                        if matches!(error_code(&e), Some("ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded")) =>
-                    {
-                        requests = sent;
-                    }
+            let mut attempts = Attempts::new("BatchWriteItem", MAX_ATTEMPTS, backoff());
+            loop {
+                left = match self.client.batch_write_item().request_items(&self.table, left.clone()).send().await {
+                    Ok(out) => out.unprocessed_items.unwrap_or_default().remove(&self.table).unwrap_or_default(),
+                    Err(e) if throttled(error_code(&e)) => left,
                     Err(e) => return Err(self.err("BatchWriteItem", describe(&e))),
-                }
-                if requests.is_empty() {
+                };
+                if !attempts.again(left.len()).await.map_err(|e| self.left_over("BatchWriteItem", e))? {
                     break;
                 }
-                if attempt >= MAX_ATTEMPTS {
-                    return Err(self.unprocessed("BatchWriteItem", requests.len(), attempt));
-                }
-                tokio::time::sleep(backoff.next_delay()).await;
             }
         }
         Ok(())
@@ -415,14 +406,11 @@ impl RevocationStore for DynamoStore {
         let kind = EntryKind::from(kind);
         let mut outcome = RecordOutcome::default();
         for chunk in detections.chunks(MAX_BATCH) {
+            let mut attempts = Attempts::new("TransactWriteItems", MAX_ATTEMPTS, backoff());
             let mut pending: Vec<&Detection> = chunk.iter().collect();
-            let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
-            let mut attempt = 0;
-            while !pending.is_empty() {
-                attempt += 1;
+            loop {
                 let items = pending.iter().map(|d| self.conditional_update(kind, d, now, expires_at, run_id)).collect();
-                let result = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
-                let err = match result {
+                let err = match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
                     Ok(_) => {
                         outcome.written.extend(pending.iter().map(|d| d.session_id.clone()));
                         break;
@@ -438,15 +426,8 @@ impl RevocationStore for DynamoStore {
                         _ => None,
                     })
                     .unwrap_or_default();
-                let retryable_code = matches!(
-                    error_code(&err),
-                    Some("TransactionConflictException" | "ThrottlingException" | "ProvisionedThroughputExceededException" | "RequestLimitExceeded" | "InternalServerError")
-                );
-                if reasons.len() != pending.len() && !retryable_code {
-                    return Err(self.err("TransactWriteItems", describe(&err)));
-                }
-                let mut retry = Vec::new();
-                if reasons.len() == pending.len() {
+                pending = if reasons.len() == pending.len() {
+                    let mut retry = Vec::new();
                     for (d, reason) in pending.iter().zip(&reasons) {
                         match reason.code() {
                             Some("ConditionalCheckFailed") => {
@@ -465,17 +446,18 @@ impl RevocationStore for DynamoStore {
                             _ => retry.push(*d),
                         }
                     }
+                    retry
+                } else if throttled(error_code(&err))
+                    || matches!(error_code(&err), Some("TransactionConflictException" | "InternalServerError"))
+                {
+                    tracing::debug!(table = %self.table, items = pending.len(), error = %describe(&err), "revocation writes failed as a whole; retrying");
+                    pending
                 } else {
-                    retry = pending.clone();
+                    return Err(self.err("TransactWriteItems", describe(&err)));
+                };
+                if !attempts.again(pending.len()).await.map_err(|e| self.left_over("TransactWriteItems", e))? {
+                    break;
                 }
-                if attempt >= MAX_ATTEMPTS {
-                    return Err(self.unprocessed("TransactWriteItems", retry.len(), attempt));
-                }
-                if !retry.is_empty() {
-                    tracing::debug!(table = %self.table, items = retry.len(), attempt, error = %describe(&err), "retrying revocation writes");
-                    tokio::time::sleep(backoff.next_delay()).await;
-                }
-                pending = retry;
             }
         }
         Ok(outcome)
