@@ -432,3 +432,48 @@ fn a_custom_query_with_a_leading_statement_other_than_create_table_is_rejected()
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("mine.sql") && stderr.contains("CREATE TABLE"), "{stderr}");
 }
+
+/// Runs `revokd <args>` with its output on a terminal (a pseudo-terminal, from util-linux's
+/// `script`) and returns what the terminal was sent, and whether it succeeded.
+fn on_a_terminal(work: &Workdir, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let command: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_revokd")).chain(args.iter().copied()).map(quote).collect();
+    let out = std::process::Command::new("script")
+        .args(["--quiet", "--return", "--command", &command.join(" "), "/dev/null"])
+        .current_dir(work.path(""))
+        // Whatever runs this test (a CI job under systemd, say) must not decide the answer.
+        .env_remove("INVOCATION_ID")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("REVOKD_CONFIG")
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .output()
+        .expect("util-linux `script` runs the binary on a pseudo-terminal");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn a_run_in_a_terminal_shows_progress_but_not_under_systemd_or_with_json_logs() {
+    let work = Workdir::new();
+    write_hour(&work.path("logs"), &two_leaks());
+    local_config(&work, "");
+    let now = rfc3339(T0 + 600);
+    let run = ["run", "--config", "revokd.toml", "--now", now.as_str(), "--dry-run"];
+
+    let (ok, shown) = on_a_terminal(&work, &run, &[]);
+    assert!(ok, "{shown}");
+    let bar = shown.lines().flat_map(|l| l.split('\r')).find(|l| l.contains("reading logs")).unwrap_or_else(|| panic!("no progress bar in:\n{shown}"));
+    for part in ["B/", "0/1 objects", "lines"] {
+        assert!(bar.contains(part), "the bar shows bytes, objects and lines: {bar}");
+    }
+
+    // systemd sets INVOCATION_ID for every service it starts.
+    let (ok, shown) = on_a_terminal(&work, &run, &[("INVOCATION_ID", "5c3d7e1f0a2b4c6d8e9f0a1b2c3d4e5f")]);
+    assert!(ok && shown.contains("run finished"), "{shown}");
+    assert!(!shown.contains("reading logs"), "no progress bar under systemd:\n{shown}");
+
+    let json = [&run[..], &["--log-format", "json"]].concat();
+    let (ok, shown) = on_a_terminal(&work, &json, &[]);
+    assert!(ok && shown.contains("\"run finished\""), "{shown}");
+    assert!(!shown.contains("reading logs"), "no progress bar among JSON logs:\n{shown}");
+}

@@ -286,15 +286,15 @@ impl LogSource {
         let objects = self.list_window(window).await?;
         let mut stats = SourceStats { objects: objects.len() as u64, ..Default::default() };
         let bar = self.progress.then(|| progress_bar(&objects));
-        let lines = std::sync::atomic::AtomicU64::new(0);
+        let (lines, done) = (std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0));
         let loaded: Vec<_> = futures::stream::iter(objects)
             .map(|meta| async {
-                let size = meta.size;
-                let object = self.load_object(meta, window).await?;
+                let object = self.load_object(meta, window, bar.as_ref()).await?;
                 if let Some(bar) = &bar {
-                    let seen = lines.fetch_add(object.stats.lines, std::sync::atomic::Ordering::Relaxed) + object.stats.lines;
-                    bar.inc(size);
-                    bar.set_message(format!("{seen} lines"));
+                    use std::sync::atomic::Ordering::Relaxed;
+                    let seen = lines.fetch_add(object.stats.lines, Relaxed) + object.stats.lines;
+                    let done = done.fetch_add(1, Relaxed) + 1;
+                    bar.set_message(format!("{done}/{} objects, {seen} lines", stats.objects));
                 }
                 Ok::<_, SourceError>(object)
             })
@@ -323,14 +323,19 @@ impl LogSource {
         Ok(LoadedLogs { batches, stats, cache_writes })
     }
 
-    async fn load_object(&self, meta: ObjectMeta, window: &Window) -> Result<LoadedObject, SourceError> {
+    /// One object's rows, from the parse cache or fetched and parsed; `progress` counts its
+    /// compressed bytes as they are read.
+    async fn load_object(&self, meta: ObjectMeta, window: &Window, progress: Option<&indicatif::ProgressBar>) -> Result<LoadedObject, SourceError> {
         let object = meta.location.to_string();
         if let Some(cache) = &self.cache
             && let Some(hit) = cache.get(&meta, window).await
         {
+            if let Some(progress) = progress {
+                progress.inc(meta.size);
+            }
             return Ok(LoadedObject { batches: hit.batches, stats: hit.stats, bytes_fetched: 0, from_cache: true, cache_write: None });
         }
-        let body = ObjectReader::new(self.store.clone(), meta.location.clone(), meta.size);
+        let body = ObjectReader::new(self.store.clone(), meta.location.clone(), meta.size, progress.cloned());
         let bytes_fetched = meta.size;
         let name = object.clone();
         let parsed = tokio::task::spawn_blocking(move || parse_reader(&name, body)).await??;
@@ -360,11 +365,11 @@ fn progress_bar(objects: &[ObjectMeta]) -> indicatif::ProgressBar {
     let total = objects.iter().map(|o| o.size).sum();
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} reading {prefix} log objects [{bar:30}] {binary_bytes}/{binary_total_bytes}, {msg} ({elapsed})")
+        indicatif::ProgressStyle::with_template("{spinner} reading logs [{bar:30}] {binary_bytes}/{binary_total_bytes}, {msg} ({elapsed})")
             .map(|style| style.progress_chars("=> "))
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    bar.set_prefix(objects.len().to_string());
+    bar.set_message(format!("0/{} objects, 0 lines", objects.len()));
     bar
 }
 
@@ -387,6 +392,9 @@ struct ObjectReader {
     pending: Option<tokio::task::JoinHandle<object_store::Result<Chunk>>>,
     local: Option<std::io::BufReader<std::io::Take<std::fs::File>>>,
     runtime: tokio::runtime::Handle,
+    /// Bytes are counted here as the inflater consumes them, so a large object moves the
+    /// progress bar while it is read, not only once it is done.
+    progress: Option<indicatif::ProgressBar>,
 }
 
 enum Chunk {
@@ -401,7 +409,7 @@ impl ObjectReader {
     /// Read from a local file at a time: enough to make each read system call worth it.
     const LOCAL_BUFFER: usize = 256 * 1024;
 
-    fn new(store: Arc<dyn ObjectStore>, location: ObjectPath, size: u64) -> Self {
+    fn new(store: Arc<dyn ObjectStore>, location: ObjectPath, size: u64, progress: Option<indicatif::ProgressBar>) -> Self {
         let mut reader = ObjectReader {
             store,
             location,
@@ -412,6 +420,7 @@ impl ObjectReader {
             pending: None,
             local: None,
             runtime: tokio::runtime::Handle::current(),
+            progress,
         };
         reader.fetch_next();
         reader
@@ -464,6 +473,9 @@ impl std::io::BufRead for ObjectReader {
     }
 
     fn consume(&mut self, amount: usize) {
+        if let Some(progress) = &self.progress {
+            progress.inc(amount as u64);
+        }
         match &mut self.local {
             Some(local) => local.consume(amount),
             None => self.position = (self.position + amount).min(self.current.len()),
@@ -685,7 +697,7 @@ mod tests {
         let memory: Arc<dyn ObjectStore> = Arc::new(memory);
         for (store, from_file) in [(local, true), (memory, false)] {
             for listed in [size as u64, 1000] {
-                let mut reader = ObjectReader::new(store.clone(), location.clone(), listed);
+                let mut reader = ObjectReader::new(store.clone(), location.clone(), listed, None);
                 let (read, used_file) = tokio::task::spawn_blocking(move || {
                     let mut read = Vec::new();
                     reader.read_to_end(&mut read).unwrap();
