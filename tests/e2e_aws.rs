@@ -3,7 +3,9 @@
 //!
 //! moto does not empty a rule group sent an empty rule list, does not check capacity, and
 //! never runs TTL: those paths are unit-tested in `src/enforcer/mod.rs` and
-//! `tests/store_embedded.rs`. Here every run keeps at least one rule in the group.
+//! `tests/store_contract.rs`. Here every run keeps at least one rule in the group.
+//! Nor does moto throttle or take its time: a proxy in front of it (`S3Proxy`) answers
+//! `503 Slow Down` and holds requests, for the S3 retry and concurrency tests.
 
 mod common;
 
@@ -304,59 +306,119 @@ async fn s3_listing_without_distribution_ids_finds_each_distributions_window_fil
     assert_eq!(found, expected);
 }
 
-/// A stand-in for S3 under load in front of moto: the first GET of each object (and the first
-/// listing) is answered `503 Slow Down`, as S3 answers when asked to slow down; everything
-/// else is forwarded to moto. Each request gets a connection of its own (`Connection: close`)
-/// so that every one of them passes through here. Returns its endpoint and the request lines
-/// it failed.
-async fn slow_down_once_per_request(upstream: &str) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::sync::{Arc, Mutex};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let upstream = upstream.trim_start_matches("http://").to_string();
-    let failed: Arc<Mutex<Vec<String>>> = Arc::default();
-    let seen: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
-    let failed_out = failed.clone();
-    tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
-            let (upstream, failed, seen) = (upstream.clone(), failed.clone(), seen.clone());
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let head_end = loop {
-                    let mut chunk = [0u8; 4096];
-                    let n = client.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
+/// S3 seen through a proxy in front of moto, for what moto does not do: answer `503 Slow
+/// Down` as S3 does under load, and take its time. Each request gets a connection of its own
+/// (`Connection: close`) so that every one of them passes through here.
+struct S3Proxy {
+    endpoint: String,
+    /// Request lines answered 503.
+    failed: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Most object GETs in flight at once.
+    peak_gets: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl S3Proxy {
+    /// `slow_down_once`: the first GET of each request line (the listing, each object's
+    /// range) is answered 503; `get_delay`: how long each object GET is held before it goes
+    /// on to moto.
+    async fn start(upstream: &str, slow_down_once: bool, get_delay: std::time::Duration) -> S3Proxy {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = S3Proxy { endpoint: format!("http://{}", listener.local_addr().unwrap()), failed: Arc::default(), peak_gets: Arc::default() };
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let seen: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
+        let in_flight: Arc<AtomicUsize> = Arc::default();
+        let (failed, peak) = (proxy.failed.clone(), proxy.peak_gets.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let (upstream, failed, seen, in_flight, peak) = (upstream.clone(), failed.clone(), seen.clone(), in_flight.clone(), peak.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let head_end = loop {
+                        let mut chunk = [0u8; 4096];
+                        let n = client.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+                    let request_line = head.lines().next().unwrap_or_default().to_string();
+                    let get = request_line.starts_with("GET ");
+                    if slow_down_once && get && seen.lock().unwrap().insert(request_line.clone()) {
+                        failed.lock().unwrap().push(request_line);
+                        let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+                        let response = format!(
+                            "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = client.write_all(response.as_bytes()).await;
                         return;
                     }
-                    buf.extend_from_slice(&chunk[..n]);
-                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break i + 4;
+                    let object_get = get && !request_line.contains("list-type");
+                    if object_get {
+                        peak.fetch_max(in_flight.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                        tokio::time::sleep(get_delay).await;
                     }
-                };
-                let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-                let request_line = head.lines().next().unwrap_or_default().to_string();
-                if request_line.starts_with("GET ") && seen.lock().unwrap().insert(request_line.clone()) {
-                    failed.lock().unwrap().push(request_line);
-                    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
-                    let response = format!(
-                        "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = client.write_all(response.as_bytes()).await;
-                    return;
-                }
-                let mut forwarded: String =
-                    head.lines().filter(|l| !l.is_empty() && !l.to_ascii_lowercase().starts_with("connection:")).map(|l| format!("{l}\r\n")).collect();
-                forwarded.push_str("Connection: close\r\n\r\n");
-                let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { return };
-                if server.write_all(forwarded.as_bytes()).await.is_ok() && server.write_all(&buf[head_end..]).await.is_ok() {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                }
-            });
-        }
-    });
-    (endpoint, failed_out)
+                    let mut forwarded: String = head
+                        .lines()
+                        .filter(|l| !l.is_empty() && !l.to_ascii_lowercase().starts_with("connection:"))
+                        .map(|l| format!("{l}\r\n"))
+                        .collect();
+                    forwarded.push_str("Connection: close\r\n\r\n");
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await
+                        && server.write_all(forwarded.as_bytes()).await.is_ok()
+                        && server.write_all(&buf[head_end..]).await.is_ok()
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                    if object_get {
+                        in_flight.fetch_sub(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        proxy
+    }
+}
+
+/// `count` small log objects of the 10:00 hour under a new prefix; the prefix and their lines.
+async fn upload_objects(emu: &Emulator, count: usize) -> (String, u64) {
+    let prefix = unique("cf");
+    let mut lines_uploaded = 0;
+    for i in 0..count {
+        let session = format!("s{i}");
+        let lines = viewer(&session, "203.0.113.9", "Mozilla/5.0 Chrome/131.0").lines();
+        lines_uploaded += lines.len() as u64;
+        emu.upload(&format!("{prefix}/E1.2026-11-20-10.{i:04}.gz"), gzip(&log_text(&lines))).await;
+    }
+    (prefix, lines_uploaded)
+}
+
+/// A log source for S3 objects under `prefix`, through `endpoint`.
+fn s3_source(emu: &Emulator, prefix: &str, endpoint: &str, max_retries: usize, max_concurrent_fetches: usize) -> revokd::source::LogSource {
+    use revokd::config::{LogLocation, LogsConfig};
+    let config = LogsConfig {
+        location: LogLocation::S3 { bucket: emu.bucket.clone(), prefix: prefix.to_string() },
+        distribution_ids: vec!["E1".into()],
+        region: Some("us-east-1".into()),
+        endpoint: Some(endpoint.to_string()),
+        allow_http: true,
+        max_request_duration: std::time::Duration::ZERO,
+        max_concurrent_fetches,
+        max_retries,
+        cache: false,
+    };
+    revokd::source::LogSource::from_config(&config, std::path::Path::new("unused")).unwrap()
+}
+
+fn ten_minutes_to(end: i64) -> revokd::source::Window {
+    revokd::source::Window::ending_at(chrono::DateTime::from_timestamp(end, 0).unwrap(), std::time::Duration::from_secs(600))
 }
 
 /// S3 asks clients to slow down (503) under load, and a request can fail for a moment for
@@ -364,42 +426,32 @@ async fn slow_down_once_per_request(upstream: &str) -> (String, std::sync::Arc<s
 /// every object; without retries the same fault fails the run naming what it was reading.
 #[tokio::test]
 async fn transient_s3_errors_are_retried_and_every_object_is_still_read() {
-    use revokd::config::{LogLocation, LogsConfig};
-    use revokd::source::{LogSource, Window};
     let emu = emulator();
-    let prefix = unique("cf");
-    let mut lines_uploaded = 0;
-    for (id, session) in [("0001", "a"), ("0002", "b"), ("0003", "c")] {
-        let lines = viewer(session, "203.0.113.9", "Mozilla/5.0 Chrome/131.0").lines();
-        lines_uploaded += lines.len() as u64;
-        emu.upload(&format!("{prefix}/E1.2026-11-20-10.{id}.gz"), gzip(&log_text(&lines))).await;
-    }
-    let window = Window::ending_at(chrono::DateTime::from_timestamp(T0 + 600, 0).unwrap(), std::time::Duration::from_secs(600));
-    let source = |endpoint: &str, max_retries: usize| {
-        let config = LogsConfig {
-            location: LogLocation::S3 { bucket: emu.bucket.clone(), prefix: prefix.clone() },
-            distribution_ids: vec!["E1".into()],
-            region: Some("us-east-1".into()),
-            endpoint: Some(endpoint.to_string()),
-            allow_http: true,
-            max_request_duration: std::time::Duration::ZERO,
-            max_concurrent_fetches: 2,
-            max_retries,
-            cache: false,
-        };
-        LogSource::from_config(&config, std::path::Path::new("unused")).unwrap()
-    };
+    let (prefix, lines_uploaded) = upload_objects(&emu, 3).await;
+    let window = ten_minutes_to(T0 + 600);
 
-    let (endpoint, failed) = slow_down_once_per_request(&emu.endpoint).await;
-    let loaded = source(&endpoint, 3).load(&window).await.expect("every fault retried");
+    let proxy = S3Proxy::start(&emu.endpoint, true, std::time::Duration::ZERO).await;
+    let loaded = s3_source(&emu, &prefix, &proxy.endpoint, 3, 2).load(&window).await.expect("every fault retried");
     assert_eq!(loaded.stats.objects, 3);
     assert_eq!(loaded.stats.parse.lines, lines_uploaded, "every line of every object read");
-    let failed = failed.lock().unwrap().clone();
+    let failed = proxy.failed.lock().unwrap().clone();
     let object_gets = failed.iter().filter(|l| !l.contains("list-type")).count();
     assert!(failed.iter().any(|l| l.contains("list-type")), "the listing was failed once too: {failed:?}");
     assert_eq!(object_gets, 3, "each object's first GET was answered 503: {failed:?}");
 
-    let (endpoint, _) = slow_down_once_per_request(&emu.endpoint).await;
-    let error = source(&endpoint, 0).load(&window).await.err().expect("no retries: the first 503 fails the load").to_string();
+    let proxy = S3Proxy::start(&emu.endpoint, true, std::time::Duration::ZERO).await;
+    let error = s3_source(&emu, &prefix, &proxy.endpoint, 0, 2).load(&window).await.err().expect("no retries: the first 503 fails the load").to_string();
     assert!(error.contains("listing log objects under s3://"), "{error}");
+}
+
+/// Downloads are bounded by `logs.max_concurrent_fetches`, and use it: with each GET held
+/// for a while, exactly that many are in flight at the peak.
+#[tokio::test]
+async fn object_downloads_run_in_parallel_up_to_the_configured_bound() {
+    let emu = emulator();
+    let (prefix, lines_uploaded) = upload_objects(&emu, 6).await;
+    let proxy = S3Proxy::start(&emu.endpoint, false, std::time::Duration::from_millis(150)).await;
+    let loaded = s3_source(&emu, &prefix, &proxy.endpoint, 0, 2).load(&ten_minutes_to(T0 + 600)).await.unwrap();
+    assert_eq!(loaded.stats.parse.lines, lines_uploaded);
+    assert_eq!(proxy.peak_gets.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
