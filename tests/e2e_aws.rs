@@ -33,9 +33,7 @@ impl Setup {
     }
 
     fn run(&self, now: i64) -> serde_json::Value {
-        let now = rfc3339(now);
-        self.work.ok(&["run", "--config", "revokd.toml", "--now", &now, "--report", "report.json"]);
-        self.work.report("report.json")
+        self.work.run_at(now).1
     }
 
     async fn rules(&self) -> (String, Vec<(String, i32, String)>) {
@@ -218,8 +216,7 @@ async fn realistic_gzip_logs_in_s3_end_in_table_and_rule_group_consistently() {
     let group_id = emu.rule_group(&group, 1000).await;
     work.write("revokd.toml", &emu.config(&prefix, &table, &group, &group_id, ""));
     work.ok(&["migrate", "--config", "revokd.toml"]);
-    work.ok(&["run", "--config", "revokd.toml", "--now", &rfc3339(T0 + 1800), "--report", "report.json"]);
-    let report = work.report("report.json");
+    let (_, report) = work.run_at(T0 + 1800);
 
     assert_eq!(report["counters"]["objects"], written.len());
     assert_eq!(report["counters"]["rows"], traffic.requests.len(), "every simulated request read from S3");
@@ -313,7 +310,7 @@ struct S3Proxy {
     endpoint: String,
     /// Request lines answered 503.
     failed: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    /// Most object GETs in flight at once.
+    /// Most object GETs held at once (see `start`).
     peak_gets: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -362,8 +359,11 @@ impl S3Proxy {
                     }
                     let object_get = get && !request_line.contains("list-type");
                     if object_get {
+                        // Counted while held, not until the connection closes: a client
+                        // may close it a while after it has the whole response.
                         peak.fetch_max(in_flight.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
                         tokio::time::sleep(get_delay).await;
+                        in_flight.fetch_sub(1, Ordering::SeqCst);
                     }
                     let mut forwarded: String = head
                         .lines()
@@ -376,9 +376,6 @@ impl S3Proxy {
                         && server.write_all(&buf[head_end..]).await.is_ok()
                     {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                    if object_get {
-                        in_flight.fetch_sub(1, Ordering::SeqCst);
                     }
                 });
             }
@@ -450,7 +447,7 @@ async fn transient_s3_errors_are_retried_and_every_object_is_still_read() {
 async fn object_downloads_run_in_parallel_up_to_the_configured_bound() {
     let emu = emulator();
     let (prefix, lines_uploaded) = upload_objects(&emu, 6).await;
-    let proxy = S3Proxy::start(&emu.endpoint, false, std::time::Duration::from_millis(150)).await;
+    let proxy = S3Proxy::start(&emu.endpoint, false, std::time::Duration::from_millis(500)).await;
     let loaded = s3_source(&emu, &prefix, &proxy.endpoint, 0, 2).load(&ten_minutes_to(T0 + 600)).await.unwrap();
     assert_eq!(loaded.stats.parse.lines, lines_uploaded);
     assert_eq!(proxy.peak_gets.load(std::sync::atomic::Ordering::SeqCst), 2);
