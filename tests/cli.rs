@@ -76,7 +76,7 @@ fn run_over_local_logs_revokes_and_writes_the_waf_rule_list() {
     let work = Workdir::new();
     local_config(&work, "");
     write_hour(&work.path("logs"), &two_leaks());
-    work.ok(&["run", "--config", "revokd.toml", "--now", &rfc3339(T0 + 600), "--report", "report.json"]);
+    work.run_at(T0 + 600);
     assert_eq!(
         rule_file(&work.path("state/rule-group.json")),
         vec![("revokd-leak3".into(), 0, "/leak3.".into()), ("revokd-leak2".into(), 1, "/leak2.".into())]
@@ -102,9 +102,8 @@ fn observe_mode_analyses_and_logs_but_writes_nothing() {
     let text = std::fs::read_to_string(work.path("revokd.toml")).unwrap();
     work.write("revokd.toml", &format!("mode = \"observe\"\n{text}"));
     write_hour(&work.path("logs"), &two_leaks());
-    let logs = work.ok(&["run", "--config", "revokd.toml", "--now", &rfc3339(T0 + 600), "--report", "report.json"]);
+    let (logs, report) = work.run_at(T0 + 600);
     assert!(logs.contains("session flagged") && logs.contains("leak3"), "{logs}");
-    let report = work.report("report.json");
     assert_eq!(report["counters"]["flagged"], 2);
     assert_eq!(report["flagged"][0]["action"], "not_written");
     assert!(!work.path("state/rule-group.json").exists(), "no rule group written");
@@ -118,8 +117,7 @@ fn allowlisted_sessions_and_networks_are_never_revoked() {
     // leak2's viewers come from 203.0.113.10-11.
     local_config(&work, "[safety]\nallow_sessions = [\"leak3\"]\nallow_ips = [\"203.0.113.8/29\"]\n");
     write_hour(&work.path("logs"), &two_leaks());
-    work.ok(&["run", "--config", "revokd.toml", "--now", &rfc3339(T0 + 600), "--report", "report.json"]);
-    let report = work.report("report.json");
+    let (_, report) = work.run_at(T0 + 600);
     let actions: Vec<(&str, &str)> = report["flagged"]
         .as_array()
         .unwrap()
@@ -150,8 +148,7 @@ time-taken x-forwarded-for ssl-protocol ssl-cipher x-edge-response-result-type c
         })
         .collect();
     work.write("logs/E1EXAMPLE.2026-11-20-10.old24", &format!("#Version: 1.0\n#Fields: {header}\n{}\n", old.join("\n")));
-    let logs = work.ok(&["run", "--config", "revokd.toml", "--now", &rfc3339(T0 + 600), "--report", "report.json"]);
-    let report = work.report("report.json");
+    let (logs, report) = work.run_at(T0 + 600);
     let c = &report["counters"];
     assert_eq!(c["objects"], 2);
     assert_eq!(c["malformed_lines"], 2);
@@ -372,8 +369,7 @@ fn run_custom_query(work: &Workdir, sql: &str, min_ips: u32) -> (serde_json::Val
         &format!("state_dir = \"state\"\n[logs]\nurl = \"logs\"\n[detection]\nquery = \"mine.sql\"\n[detection.params]\nmin_ips = {min_ips}\n"),
     );
     work.ok(&["check-config", "--config", "revokd.toml"]);
-    work.ok(&["run", "--config", "revokd.toml", "--now", &rfc3339(T0 + 600), "--report", "report.json"]);
-    let report = work.report("report.json");
+    let (_, report) = work.run_at(T0 + 600);
     let ids = report["flagged"].as_array().unwrap().iter().map(|f| f["session_id"].as_str().unwrap().to_string()).collect();
     (report, ids)
 }

@@ -185,6 +185,13 @@ impl Workdir {
         stderr
     }
 
+    /// `revokd run` with `revokd.toml` as if it were `now`, required to succeed: its logs and
+    /// its JSON report.
+    pub fn run_at(&self, now: i64) -> (String, serde_json::Value) {
+        let logs = self.ok(&["run", "--config", "revokd.toml", "--now", &rfc3339(now), "--report", "report.json"]);
+        (logs, self.report("report.json"))
+    }
+
     pub fn report(&self, rel: &str) -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(self.path(rel)).unwrap()).unwrap()
     }
