@@ -1,6 +1,6 @@
 //! How the process uses glibc's allocator: parsing on many threads and tables of Arrow
 //! buffers released between statements left glibc holding memory the run no longer used.
-//! Each setting was measured with `revokd-bench speed` (README, "Speed").
+//! Each setting was measured with `revokd-bench speed` (docs/speed.md).
 
 /// Set once at start-up, before any other thread exists.
 ///
