@@ -29,6 +29,8 @@ use crate::session::SessionId;
 /// DynamoDB's limit for both BatchWriteItem and (by our choice) each transaction.
 pub const MAX_BATCH: usize = 25;
 const MAX_ATTEMPTS: u32 = 8;
+const ACTIVE_INDEX: &str = "active-by-expiry";
+const TABLE_SPEC: &str = include_str!("../../migrations/dynamodb/0001_revocations.json");
 
 /// Errors that say "slow down and send it again", whatever the operation.
 fn throttled(code: Option<&str>) -> bool {
@@ -39,12 +41,34 @@ fn throttled(code: Option<&str>) -> bool {
 fn backoff() -> Backoff {
     Backoff::new(Duration::from_millis(50), Duration::from_secs(5))
 }
-const ACTIVE_INDEX: &str = "active-by-expiry";
-const TABLE_SPEC: &str = include_str!("../../migrations/dynamodb/0001_revocations.json");
 
 pub struct DynamoStore {
     client: Client,
     table: String,
+}
+
+/// A cancelled transaction's items, by the reason DynamoDB gives for each: one that failed its
+/// condition is protected (its old entry says by what, recorded in `outcome`); the others were
+/// fine and failed with the transaction, so they go again (returned).
+fn settle_cancelled<'d>(
+    pending: &[&'d Detection],
+    reasons: &[aws_sdk_dynamodb::types::CancellationReason],
+    outcome: &mut RecordOutcome,
+) -> Vec<&'d Detection> {
+    let mut retry = Vec::new();
+    for (d, reason) in pending.iter().zip(reasons) {
+        if reason.code() != Some("ConditionalCheckFailed") {
+            retry.push(*d);
+            continue;
+        }
+        let old_kind = reason.item().and_then(|i| i.get("type")).and_then(|v| v.as_s().ok()).and_then(|k| EntryKind::parse(k));
+        match old_kind {
+            Some(EntryKind::Manual) => outcome.protected_manual.push(d.session_id.clone()),
+            Some(EntryKind::Unrevoked) => outcome.in_cooldown.push(d.session_id.clone()),
+            _ => {}
+        }
+    }
+    retry
 }
 
 /// The subset of CreateTable's input that `migrations/dynamodb/*.json` uses.
@@ -421,32 +445,13 @@ impl RevocationStore for DynamoStore {
                     .as_service_error()
                     .and_then(|e| match e {
                         aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
-                            Some(c.cancellation_reasons().to_vec())
+                            Some(c.cancellation_reasons())
                         }
                         _ => None,
                     })
                     .unwrap_or_default();
                 pending = if reasons.len() == pending.len() {
-                    let mut retry = Vec::new();
-                    for (d, reason) in pending.iter().zip(&reasons) {
-                        match reason.code() {
-                            Some("ConditionalCheckFailed") => {
-                                let old_kind = reason
-                                    .item()
-                                    .and_then(|i| i.get("type"))
-                                    .and_then(|v| v.as_s().ok())
-                                    .and_then(|k| EntryKind::parse(k));
-                                match old_kind {
-                                    Some(EntryKind::Manual) => outcome.protected_manual.push(d.session_id.clone()),
-                                    Some(EntryKind::Unrevoked) => outcome.in_cooldown.push(d.session_id.clone()),
-                                    _ => {}
-                                }
-                            }
-                            // "None": this item was fine, the transaction failed for another.
-                            _ => retry.push(*d),
-                        }
-                    }
-                    retry
+                    settle_cancelled(&pending, reasons, &mut outcome)
                 } else if throttled(error_code(&err))
                     || matches!(error_code(&err), Some("TransactionConflictException" | "InternalServerError"))
                 {
