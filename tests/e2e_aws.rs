@@ -265,8 +265,7 @@ async fn blast_radius_guard_holds_a_mass_revocation_for_review() {
 /// the listing still jumps to each distribution's window hours and past them.
 #[tokio::test]
 async fn s3_listing_without_distribution_ids_finds_each_distributions_window_files() {
-    use revokd::config::{LogLocation, LogsConfig};
-    use revokd::source::{LogSource, Window, names};
+    use revokd::source::{LogSource, names};
     let emu = emulator();
     let prefix = unique("cf");
     let window_hour = names::parse_hour_stamp("2026-11-20-10").unwrap();
@@ -285,20 +284,8 @@ async fn s3_listing_without_distribution_ids_finds_each_distributions_window_fil
     expected.push(unnamed);
     expected.sort();
 
-    let config = LogsConfig {
-        location: LogLocation::S3 { bucket: emu.bucket.clone(), prefix: prefix.clone() },
-        distribution_ids: vec![],
-        region: Some("us-east-1".into()),
-        endpoint: Some(emu.endpoint.clone()),
-        allow_http: true,
-        max_request_duration: std::time::Duration::ZERO,
-        max_concurrent_fetches: 2,
-        max_retries: 0,
-        cache: false,
-    };
-    let source = LogSource::from_config(&config, std::path::Path::new("unused")).unwrap();
-    let end = chrono::DateTime::from_timestamp(window_hour * 3600 + 1800, 0).unwrap();
-    let found = source.list_window(&Window::ending_at(end, std::time::Duration::from_secs(600))).await.unwrap();
+    let source = LogSource::from_config(&s3_logs(&emu, &prefix, &emu.endpoint), std::path::Path::new("unused")).unwrap();
+    let found = source.list_window(&ten_minutes_to(window_hour * 3600 + 1800)).await.unwrap();
     let found: Vec<String> = found.iter().map(|o| o.location.to_string()).collect();
     assert_eq!(found, expected);
 }
@@ -308,79 +295,96 @@ async fn s3_listing_without_distribution_ids_finds_each_distributions_window_fil
 /// (`Connection: close`) so that every one of them passes through here.
 struct S3Proxy {
     endpoint: String,
+    state: std::sync::Arc<ProxyState>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    upstream: String,
+    /// The first GET of each request line (the listing, each object's range) is answered 503.
+    slow_down_once: bool,
+    /// How long each object GET is held before it goes on to moto.
+    get_delay: std::time::Duration,
+    seen: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Request lines answered 503.
-    failed: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    /// Most object GETs held at once (see `start`).
-    peak_gets: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    failed: std::sync::Mutex<Vec<String>>,
+    held: std::sync::atomic::AtomicUsize,
+    /// Most object GETs held at once.
+    peak_held: std::sync::atomic::AtomicUsize,
 }
 
 impl S3Proxy {
-    /// `slow_down_once`: the first GET of each request line (the listing, each object's
-    /// range) is answered 503; `get_delay`: how long each object GET is held before it goes
-    /// on to moto.
     async fn start(upstream: &str, slow_down_once: bool, get_delay: std::time::Duration) -> S3Proxy {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use std::sync::{Arc, Mutex};
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let proxy = S3Proxy { endpoint: format!("http://{}", listener.local_addr().unwrap()), failed: Arc::default(), peak_gets: Arc::default() };
         let upstream = upstream.trim_start_matches("http://").to_string();
-        let seen: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
-        let in_flight: Arc<AtomicUsize> = Arc::default();
-        let (failed, peak) = (proxy.failed.clone(), proxy.peak_gets.clone());
+        let state = std::sync::Arc::new(ProxyState { upstream, slow_down_once, get_delay, ..Default::default() });
+        let proxy = S3Proxy { endpoint: format!("http://{}", listener.local_addr().unwrap()), state: state.clone() };
         tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let (upstream, failed, seen, in_flight, peak) = (upstream.clone(), failed.clone(), seen.clone(), in_flight.clone(), peak.clone());
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let head_end = loop {
-                        let mut chunk = [0u8; 4096];
-                        let n = client.read(&mut chunk).await.unwrap_or(0);
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-                    let request_line = head.lines().next().unwrap_or_default().to_string();
-                    let get = request_line.starts_with("GET ");
-                    if slow_down_once && get && seen.lock().unwrap().insert(request_line.clone()) {
-                        failed.lock().unwrap().push(request_line);
-                        let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
-                        let response = format!(
-                            "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                            body.len()
-                        );
-                        let _ = client.write_all(response.as_bytes()).await;
-                        return;
-                    }
-                    let object_get = get && !request_line.contains("list-type");
-                    if object_get {
-                        // Counted while held, not until the connection closes: a client
-                        // may close it a while after it has the whole response.
-                        peak.fetch_max(in_flight.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
-                        tokio::time::sleep(get_delay).await;
-                        in_flight.fetch_sub(1, Ordering::SeqCst);
-                    }
-                    let mut forwarded: String = head
-                        .lines()
-                        .filter(|l| !l.is_empty() && !l.to_ascii_lowercase().starts_with("connection:"))
-                        .map(|l| format!("{l}\r\n"))
-                        .collect();
-                    forwarded.push_str("Connection: close\r\n\r\n");
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await
-                        && server.write_all(forwarded.as_bytes()).await.is_ok()
-                        && server.write_all(&buf[head_end..]).await.is_ok()
-                    {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(state.clone().serve(client));
             }
         });
         proxy
+    }
+
+    fn failed(&self) -> Vec<String> {
+        self.state.failed.lock().unwrap().clone()
+    }
+
+    fn peak_gets(&self) -> usize {
+        self.state.peak_held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl ProxyState {
+    /// One request: read its head, then answer 503 or forward it (held first if a GET).
+    async fn serve(self: std::sync::Arc<Self>, mut client: tokio::net::TcpStream) {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = Vec::new();
+        let head_end = loop {
+            let mut chunk = [0u8; 4096];
+            let n = client.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let request_line = head.lines().next().unwrap_or_default().to_string();
+        let get = request_line.starts_with("GET ");
+        if self.slow_down_once && get && self.seen.lock().unwrap().insert(request_line.clone()) {
+            self.failed.lock().unwrap().push(request_line);
+            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+            let response = format!(
+                "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = client.write_all(response.as_bytes()).await;
+            return;
+        }
+        if get && !request_line.contains("list-type") {
+            // Counted while held, not until the connection closes: a client may close it a
+            // while after it has the whole response.
+            self.peak_held.fetch_max(self.held.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+            tokio::time::sleep(self.get_delay).await;
+            self.held.fetch_sub(1, Ordering::SeqCst);
+        }
+        let mut forwarded: String = head
+            .lines()
+            .filter(|l| !l.is_empty() && !l.to_ascii_lowercase().starts_with("connection:"))
+            .map(|l| format!("{l}\r\n"))
+            .collect();
+        forwarded.push_str("Connection: close\r\n\r\n");
+        if let Ok(mut server) = tokio::net::TcpStream::connect(&self.upstream).await
+            && server.write_all(forwarded.as_bytes()).await.is_ok()
+            && server.write_all(&buf[head_end..]).await.is_ok()
+        {
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+        }
     }
 }
 
@@ -397,20 +401,25 @@ async fn upload_objects(emu: &Emulator, count: usize) -> (String, u64) {
     (prefix, lines_uploaded)
 }
 
-/// A log source for S3 objects under `prefix`, through `endpoint`.
-fn s3_source(emu: &Emulator, prefix: &str, endpoint: &str, max_retries: usize, max_concurrent_fetches: usize) -> revokd::source::LogSource {
-    use revokd::config::{LogLocation, LogsConfig};
-    let config = LogsConfig {
-        location: LogLocation::S3 { bucket: emu.bucket.clone(), prefix: prefix.to_string() },
-        distribution_ids: vec!["E1".into()],
+/// Logs under `prefix` in the emulator's bucket, read through `endpoint`: every distribution,
+/// two objects at a time, no retries, no parse cache.
+fn s3_logs(emu: &Emulator, prefix: &str, endpoint: &str) -> revokd::config::LogsConfig {
+    revokd::config::LogsConfig {
+        location: revokd::config::LogLocation::S3 { bucket: emu.bucket.clone(), prefix: prefix.to_string() },
+        distribution_ids: vec![],
         region: Some("us-east-1".into()),
         endpoint: Some(endpoint.to_string()),
         allow_http: true,
         max_request_duration: std::time::Duration::ZERO,
-        max_concurrent_fetches,
-        max_retries,
+        max_concurrent_fetches: 2,
+        max_retries: 0,
         cache: false,
-    };
+    }
+}
+
+/// A log source for `config` with `max_retries` retries per S3 request.
+fn with_retries(config: revokd::config::LogsConfig, max_retries: usize) -> revokd::source::LogSource {
+    let config = revokd::config::LogsConfig { max_retries, ..config };
     revokd::source::LogSource::from_config(&config, std::path::Path::new("unused")).unwrap()
 }
 
@@ -428,16 +437,16 @@ async fn transient_s3_errors_are_retried_and_every_object_is_still_read() {
     let window = ten_minutes_to(T0 + 600);
 
     let proxy = S3Proxy::start(&emu.endpoint, true, std::time::Duration::ZERO).await;
-    let loaded = s3_source(&emu, &prefix, &proxy.endpoint, 3, 2).load(&window).await.expect("every fault retried");
+    let loaded = with_retries(s3_logs(&emu, &prefix, &proxy.endpoint), 3).load(&window).await.expect("every fault retried");
     assert_eq!(loaded.stats.objects, 3);
     assert_eq!(loaded.stats.parse.lines, lines_uploaded, "every line of every object read");
-    let failed = proxy.failed.lock().unwrap().clone();
+    let failed = proxy.failed();
     let object_gets = failed.iter().filter(|l| !l.contains("list-type")).count();
     assert!(failed.iter().any(|l| l.contains("list-type")), "the listing was failed once too: {failed:?}");
     assert_eq!(object_gets, 3, "each object's first GET was answered 503: {failed:?}");
 
     let proxy = S3Proxy::start(&emu.endpoint, true, std::time::Duration::ZERO).await;
-    let error = s3_source(&emu, &prefix, &proxy.endpoint, 0, 2).load(&window).await.err().expect("no retries: the first 503 fails the load").to_string();
+    let error = with_retries(s3_logs(&emu, &prefix, &proxy.endpoint), 0).load(&window).await.err().expect("no retries: the first 503 fails the load").to_string();
     assert!(error.contains("listing log objects under s3://"), "{error}");
 }
 
@@ -448,7 +457,7 @@ async fn object_downloads_run_in_parallel_up_to_the_configured_bound() {
     let emu = emulator();
     let (prefix, lines_uploaded) = upload_objects(&emu, 6).await;
     let proxy = S3Proxy::start(&emu.endpoint, false, std::time::Duration::from_millis(500)).await;
-    let loaded = s3_source(&emu, &prefix, &proxy.endpoint, 0, 2).load(&ten_minutes_to(T0 + 600)).await.unwrap();
+    let loaded = with_retries(s3_logs(&emu, &prefix, &proxy.endpoint), 0).load(&ten_minutes_to(T0 + 600)).await.unwrap();
     assert_eq!(loaded.stats.parse.lines, lines_uploaded);
-    assert_eq!(proxy.peak_gets.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(proxy.peak_gets(), 2);
 }
