@@ -286,6 +286,8 @@ pub fn speed(args: SpeedArgs) -> Result<(), String> {
         threads,
         args.repeat
     );
+    // Figures move with the machine (this one changes between sessions): say which it was.
+    println!("machine: {}, {} cores", cpu_model(), std::thread::available_parallelism().map_or(0, |n| n.get()));
     println!();
     // Everything visible to the cold run: the hour, the held-back minute included.
     let all_logs = args.dir.join("all-logs");
@@ -371,6 +373,14 @@ pub fn speed(args: SpeedArgs) -> Result<(), String> {
         println!("incremental / cold 1 h, CPU time        {cpu:.3}                   (rounds {lo:.3}-{hi:.3})");
     }
     Ok(())
+}
+
+/// The CPU's model name as the kernel reports it, or "unknown CPU".
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| info.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
+        .unwrap_or_else(|| "unknown CPU".into())
 }
 
 /// Makes `dir` hold exactly symlinks to `files`.
