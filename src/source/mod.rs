@@ -8,6 +8,7 @@ pub mod names;
 
 use std::ops::RangeInclusive;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
@@ -285,24 +286,20 @@ impl LogSource {
     pub async fn load(&self, window: &Window) -> Result<LoadedLogs, SourceError> {
         let objects = self.list_window(window).await?;
         let mut stats = SourceStats { objects: objects.len() as u64, ..Default::default() };
-        let bar = self.progress.then(|| progress_bar(&objects));
-        let (lines, done) = (std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0));
+        let progress = self.progress.then(|| Progress::new(&objects));
         let loaded: Vec<_> = futures::stream::iter(objects)
             .map(|meta| async {
-                let object = self.load_object(meta, window, bar.as_ref()).await?;
-                if let Some(bar) = &bar {
-                    use std::sync::atomic::Ordering::Relaxed;
-                    let seen = lines.fetch_add(object.stats.lines, Relaxed) + object.stats.lines;
-                    let done = done.fetch_add(1, Relaxed) + 1;
-                    bar.set_message(format!("{done}/{} objects, {seen} lines", stats.objects));
+                let object = self.load_object(meta, window, progress.as_ref().map(|p| &p.bar)).await?;
+                if let Some(progress) = &progress {
+                    progress.object_done(object.stats.lines);
                 }
                 Ok::<_, SourceError>(object)
             })
             .buffered(self.max_concurrent_fetches)
             .try_collect()
             .await?;
-        if let Some(bar) = bar {
-            bar.finish_and_clear();
+        if let Some(progress) = progress {
+            progress.bar.finish_and_clear();
         }
         let mut batches = Vec::new();
         let mut cache_writes = CacheWrites::default();
@@ -361,16 +358,37 @@ impl Listed {
     }
 }
 
-fn progress_bar(objects: &[ObjectMeta]) -> indicatif::ProgressBar {
-    let total = objects.iter().map(|o| o.size).sum();
-    let bar = indicatif::ProgressBar::new(total);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} reading logs [{bar:30}] {binary_bytes}/{binary_total_bytes}, {msg} ({elapsed})")
-            .map(|style| style.progress_chars("=> "))
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.set_message(format!("0/{} objects, 0 lines", objects.len()));
-    bar
+/// The terminal's progress bar: compressed bytes as they are read (the bar itself), and
+/// objects and lines as each object is done (its message).
+struct Progress {
+    bar: indicatif::ProgressBar,
+    objects: usize,
+    done: AtomicU64,
+    lines: AtomicU64,
+}
+
+impl Progress {
+    fn new(objects: &[ObjectMeta]) -> Self {
+        let bar = indicatif::ProgressBar::new(objects.iter().map(|o| o.size).sum());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} reading logs [{bar:30}] {binary_bytes}/{binary_total_bytes}, {msg} ({elapsed})")
+                .map(|style| style.progress_chars("=> "))
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let progress = Progress { bar, objects: objects.len(), done: AtomicU64::new(0), lines: AtomicU64::new(0) };
+        progress.show(0, 0);
+        progress
+    }
+
+    fn object_done(&self, lines: u64) {
+        let seen = self.lines.fetch_add(lines, Ordering::Relaxed) + lines;
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        self.show(done, seen);
+    }
+
+    fn show(&self, done: u64, lines: u64) {
+        self.bar.set_message(format!("{done}/{} objects, {lines} lines", self.objects));
+    }
 }
 
 /// Reads an object in ranged requests of [`ObjectReader::CHUNK`] bytes, fetching the next
@@ -528,7 +546,6 @@ pub fn parse_reader(object: &str, mut body: impl std::io::BufRead + Send) -> Res
 mod tests {
     use super::*;
     use object_store::ObjectStoreExt;
-    use std::sync::atomic::{AtomicU64, Ordering};
 
     /// An ordered in-memory store that counts the keys its listings hand out: the keys a
     /// paginated S3 listing would have transferred.
