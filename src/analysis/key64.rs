@@ -99,6 +99,11 @@ fn hash_integer(value: i128) -> u64 {
 /// One hash per row.
 fn hash_array(array: &ArrayRef) -> Result<Vec<u64>> {
     if let Some(dict) = array.as_any_dictionary_opt() {
+        // A column whose every row is NULL (a batch without one referer) comes as a dictionary
+        // of no values, which `normalized_keys` refuses.
+        if dict.values().is_empty() {
+            return Ok(vec![NULL_HASH; array.len()]);
+        }
         // The values once, then a lookup per row (null keys normalise to 0: masked below).
         let value_hashes = hash_array(dict.values())?;
         let hashes = dict.normalized_keys().into_iter().map(|k| value_hashes.get(k).copied().unwrap_or(NULL_HASH)).collect();
@@ -195,6 +200,14 @@ mod tests {
         let small_keys: ArrayRef = Arc::new(DictionaryArray::<UInt8Type>::from_iter([Some("a"), None, Some("b")]));
         let int_keys: ArrayRef = Arc::new(DictionaryArray::<Int32Type>::from_iter([Some("a"), None, Some("b")]));
         assert_eq!(key(vec![small_keys]), key(vec![int_keys]));
+    }
+
+    #[test]
+    fn a_dictionary_of_nothing_but_nulls_keys_every_row_as_null() {
+        let all_null: ArrayRef = Arc::new(DictionaryArray::<Int32Type>::from_iter([None::<&str>, None]));
+        assert!(all_null.as_any_dictionary().values().is_empty(), "the case under test: no values at all");
+        let null_key = key(vec![Arc::new(StringArray::from(vec![None::<&str>]))])[0];
+        assert_eq!(key(vec![all_null]), vec![null_key, null_key]);
     }
 
     #[test]
