@@ -69,7 +69,8 @@ WITH media AS (
     -- The edge stays text (its code locates it), as string views: grouped by a view of a
     -- few bytes, not a dictionary turned into DataFusion's row format row by row.
     SELECT key64(session_id) AS session, epoch_s, epoch_s / $bucket_s AS bucket,
-           key64(c_ip) AS addr, arrow_cast(edge, 'Utf8View') AS edge, key64(user_agent) AS ua,
+           key64(c_ip) AS addr, arrow_cast(edge, 'Utf8View') AS edge,
+           CASE WHEN user_agent IS NOT NULL THEN key64(user_agent) END AS ua,
            CASE WHEN referer IS NOT NULL THEN key64(referer) END AS ref, sc_bytes, range_start,
            key64(title) AS title, key64(rendition) AS rendition, file_number,
            -- A segment is (title, file) across renditions; a range of one file is that file's

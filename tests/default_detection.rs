@@ -77,6 +77,20 @@ async fn three_viewers_joining_together_are_flagged_at_once() {
 }
 
 #[tokio::test]
+async fn a_log_without_a_single_user_agent_or_referer_is_analysed_and_its_leak_caught() {
+    // CloudFront writes `-` for an absent field. An object in which every agent is absent
+    // parses into a dictionary column of no values, which `key64` once failed the run on.
+    let lines: Vec<String> = ["203.0.113.21", "203.0.113.22", "203.0.113.23"]
+        .into_iter()
+        .flat_map(|ip| Viewer { referer: "-", ..viewer("noagent", ip, "-") }.lines())
+        .collect();
+    let scores = analyse(&lines).await;
+    let s = scores.iter().find(|s| s.session_id == "noagent").expect("analysed");
+    assert!(s.flagged, "{s:?}");
+    assert_eq!(s.signals["user_agents"], 0.0, "{s:?}");
+}
+
+#[tokio::test]
 async fn vod_viewers_of_one_token_at_different_positions_are_flagged() {
     let a = Viewer { vod_from: Some(300), ..viewer("vodleak", "198.51.100.60", "Mozilla/5.0 Chrome/131.0") };
     let b = Viewer { vod_from: Some(0), ..viewer("vodleak", "203.0.113.90", "VLC/3.0.20 LibVLC/3.0.20") };
