@@ -491,6 +491,7 @@ fn log_summary(r: &RunReport) {
         objects = c.source.objects,
         objects_parsed = c.source.objects_parsed,
         objects_from_cache = c.source.objects_from_cache,
+        objects_unreadable = c.source.objects_unreadable,
         lines = c.source.parse.lines,
         malformed_lines = c.source.parse.malformed_lines,
         sessions_analysed = c.sessions_analysed,

@@ -159,6 +159,28 @@ time-taken x-forwarded-for ssl-protocol ssl-cipher x-edge-response-result-type c
 }
 
 #[test]
+fn unreadable_log_objects_are_named_counted_and_skipped_and_the_rest_is_analysed() {
+    let work = Workdir::new();
+    local_config(&work, "");
+    let good = write_hour(&work.path("logs"), &two_leaks());
+    // A gzip stream cut short, and a file whose header lacks the fields detection needs.
+    let whole = std::fs::read(&good).unwrap();
+    std::fs::write(work.path("logs/E1EXAMPLE.2026-11-20-10.0002.gz"), &whole[..whole.len() / 2]).unwrap();
+    work.write("logs/E1EXAMPLE.2026-11-20-10.0003", "#Version: 1.0\n#Fields: date time c-ip\n2026-11-20\t10:01:00\t192.0.2.1\n");
+    let (logs, report) = work.run_at(T0 + 600);
+    let c = &report["counters"];
+    assert_eq!((c["objects"].as_u64(), c["objects_unreadable"].as_u64()), (Some(3), Some(2)), "{c}");
+    for object in ["E1EXAMPLE.2026-11-20-10.0002.gz", "E1EXAMPLE.2026-11-20-10.0003"] {
+        assert!(logs.lines().any(|l| l.contains("unreadable") && l.contains(object)), "error names {object}: {logs}");
+    }
+    let ids: Vec<String> = flagged(&report).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids.len(), 2, "both leaks of the readable object: {ids:?}");
+    // Not cached as read: the next run tries them again.
+    let (_, again) = work.run_at(T0 + 600);
+    assert_eq!(again["counters"]["objects_unreadable"], 2);
+}
+
+#[test]
 fn manual_revoke_and_unrevoke_update_the_list_and_the_rules_at_once() {
     let work = Workdir::new();
     local_config(&work, "");

@@ -165,6 +165,22 @@ pub enum ParseError {
         source: arrow::error::ArrowError,
     },
 }
+impl ParseError {
+    /// Whether the object's own bytes are at fault (a header without the needed fields, a
+    /// corrupt or truncated gzip stream, which flate2 reports as invalid input or an early
+    /// end), so reading it again fails the same way. A failed fetch (wrapped as `Other`) or a
+    /// failing disk is not: those fail the run, to be retried whole.
+    pub fn is_unreadable_content(&self) -> bool {
+        use std::io::ErrorKind;
+        match self {
+            ParseError::MissingField { .. } => true,
+            ParseError::Io { source, .. } => {
+                matches!(source.kind(), ErrorKind::InvalidInput | ErrorKind::InvalidData | ErrorKind::UnexpectedEof)
+            }
+            ParseError::Arrow { .. } => false,
+        }
+    }
+}
 
 /// Where each needed column sits in a line, from the `#Fields:` header.
 #[derive(Debug, Clone)]
@@ -1168,6 +1184,29 @@ d111111abcdef8.cloudfront.net\thttps\t89\t0.001\t-\tTLSv1.2\tECDHE-RSA-AES128-GC
             parse_log_pipelined("logs/E1.2026-11-20-10.b.gz", FailsAfter(std::io::Cursor::new(text.into_bytes()))).unwrap_err().to_string()
         });
         assert!(err.contains("logs/E1.2026-11-20-10.b.gz") && err.contains("line 6") && err.contains("corrupt deflate stream"), "{err}");
+    }
+
+    #[test]
+    fn a_corrupt_gzip_stream_or_header_makes_an_object_unreadable_but_a_failed_fetch_does_not() {
+        use std::io::Write;
+        let line = line33("/s.h.p.s/live/ch1/720p/seg_000001.ts", "x");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(format!("#Version: 1.0\n#Fields: {CURRENT_FIELDS}\n{}\n", [line.as_str(); 50].join("\n")).as_bytes()).unwrap();
+        let gz = gz.finish().unwrap();
+        let truncated = parse_log("t.gz", flate2::read::MultiGzDecoder::new(&gz[..gz.len() / 2])).unwrap_err();
+        let mut flipped = gz.clone();
+        let middle = flipped.len() / 2;
+        flipped[middle] ^= 0xff;
+        // A flipped bit is caught by the inflater or, at the latest, by the gzip CRC.
+        let corrupt = parse_log("c.gz", flate2::read::MultiGzDecoder::new(&flipped[..])).unwrap_err();
+        let no_header = parse_log("h.log", "#Version: 1.0\n#Fields: date time\n".as_bytes()).unwrap_err();
+        assert!(truncated.is_unreadable_content(), "{truncated}");
+        assert!(no_header.is_unreadable_content(), "{no_header}");
+        assert!(corrupt.is_unreadable_content(), "{corrupt}");
+        // How the object reader hands on a request that failed after its retries.
+        let fetch = object_store::Error::Generic { store: "S3", source: "connection reset".into() };
+        let failed_fetch = ParseError::Io { object: "f.gz".into(), line: 3, source: std::io::Error::other(fetch) };
+        assert!(!failed_fetch.is_unreadable_content(), "a failed fetch fails the run");
     }
 
     #[test]

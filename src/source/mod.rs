@@ -56,6 +56,9 @@ pub struct SourceStats {
     /// Of those, objects fetched and parsed now (the rest came from the parse cache).
     pub objects_parsed: u64,
     pub objects_from_cache: u64,
+    /// Of those, objects skipped because their content cannot be read (no usable header, a
+    /// corrupt gzip stream); each is named in an error event and tried again by the next run.
+    pub objects_unreadable: u64,
     /// Compressed bytes fetched.
     pub bytes_fetched: u64,
     #[serde(flatten)]
@@ -289,9 +292,20 @@ impl LogSource {
         let progress = self.progress.then(|| Progress::new(&objects));
         let loaded: Vec<_> = futures::stream::iter(objects)
             .map(|meta| async {
-                let object = self.load_object(meta, window, progress.as_ref().map(|p| &p.bar)).await?;
+                let name = meta.location.to_string();
+                let object = match self.load_object(meta, window, progress.as_ref().map(|p| &p.bar)).await {
+                    Ok(object) => Some(object),
+                    // One bad object must not blind detection to the rest of the window for as
+                    // long as its hour stays in it; rows it would have given are only missing,
+                    // and missing rows revoke nothing.
+                    Err(SourceError::Parse(e)) if e.is_unreadable_content() => {
+                        tracing::error!(object = %name, error = %e, "log object unreadable: skipped, and tried again by the next run");
+                        None
+                    }
+                    Err(e) => return Err(e),
+                };
                 if let Some(progress) = &progress {
-                    progress.object_done(object.stats.lines);
+                    progress.object_done(object.as_ref().map_or(0, |o| o.stats.lines));
                 }
                 Ok::<_, SourceError>(object)
             })
@@ -304,6 +318,10 @@ impl LogSource {
         let mut batches = Vec::new();
         let mut cache_writes = CacheWrites::default();
         for object in loaded {
+            let Some(object) = object else {
+                stats.objects_unreadable += 1;
+                continue;
+            };
             cache_writes.0.extend(object.cache_write);
             stats.bytes_fetched += object.bytes_fetched;
             if object.from_cache {
