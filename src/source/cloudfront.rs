@@ -165,6 +165,7 @@ pub enum ParseError {
         source: arrow::error::ArrowError,
     },
 }
+
 impl ParseError {
     /// Whether the object's own bytes are at fault (a header without the needed fields, a
     /// corrupt or truncated gzip stream, which flate2 reports as invalid input or an early
