@@ -161,8 +161,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             let result = run_once(&rt, &RunOptions { now, dry_run, observe }).await;
             if let Some(path) = report {
                 let json = serde_json::to_vec_pretty(&result).expect("report serialises");
-                std::fs::write(&path, json)
-                    .map_err(|e| Failure(format!("writing report {}: {e}", path.display()), 1))?;
+                std::fs::write(&path, json).map_err(|e| Failure(format!("writing report {}: {e}", path.display()), 1))?;
             }
             Ok(if result.succeeded() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
@@ -205,16 +204,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
 /// Everything `check-config` checks, also run by the daemon before it starts.
 async fn check_config(config: &Config) -> Result<(), Failure> {
     let analyzer = crate::analysis::Analyzer::new(config.detection.query.clone(), config.detection.params.clone());
-    analyzer.validate().await.map_err(|e| {
-        Failure(format!("{}: key `detection.query`: {e}", config.origin()), 2)
-    })?;
+    analyzer.validate().await.map_err(|e| Failure(format!("{}: key `detection.query`: {e}", config.origin()), 2))?;
     if let crate::config::LogLocation::Local(dir) = &config.logs.location
         && !dir.is_dir()
     {
-        return Err(Failure(
-            format!("{}: key `logs.url`: {} is not a directory", config.origin(), dir.display()),
-            2,
-        ));
+        return Err(Failure(format!("{}: key `logs.url`: {} is not a directory", config.origin(), dir.display()), 2));
     }
     Ok(())
 }
@@ -286,8 +280,7 @@ fn write_explanation(out: &mut impl Write, e: &crate::run::Explanation) -> std::
             }
         }
         if !e.other_signals.is_empty() {
-            let other: Vec<String> =
-                e.other_signals.iter().map(|(k, v)| format!("{k}={}", (v * 1000.0).round() / 1000.0)).collect();
+            let other: Vec<String> = e.other_signals.iter().map(|(k, v)| format!("{k}={}", (v * 1000.0).round() / 1000.0)).collect();
             writeln!(out, "\ncontext: {}", other.join(" "))?;
         }
         writeln!(out, "\nreasons:")?;
@@ -330,11 +323,7 @@ fn print<T: serde::Serialize>(
 
 fn write_table(out: &mut impl Write, entries: &[Revocation], now: DateTime<Utc>) -> std::io::Result<()> {
     let time = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%SZ").to_string();
-    writeln!(
-        out,
-        "{:<40} {:<9} {:>7} {:<20} {:<20} {:<20} REASON",
-        "SESSION", "TYPE", "SCORE", "FIRST SEEN", "LAST UPDATED", "EXPIRES"
-    )?;
+    writeln!(out, "{:<40} {:<9} {:>7} {:<20} {:<20} {:<20} REASON", "SESSION", "TYPE", "SCORE", "FIRST SEEN", "LAST UPDATED", "EXPIRES")?;
     for e in entries {
         let score = e.score.map(|s| format!("{s:.2}")).unwrap_or_else(|| "-".into());
         let expires = if e.expires_at <= now { format!("{} (expired)", time(e.expires_at)) } else { time(e.expires_at) };

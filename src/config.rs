@@ -28,11 +28,7 @@ pub enum ConfigError {
     #[error("{origin}: {message}")]
     Parse { origin: String, message: String },
     #[error("{origin}: key `{key}`: {message}")]
-    Invalid {
-        origin: String,
-        key: String,
-        message: String,
-    },
+    Invalid { origin: String, key: String, message: String },
 }
 
 /// Where a configuration came from, for error messages.
@@ -312,8 +308,7 @@ pub struct WafConfig {
 
 impl Default for Config {
     fn default() -> Self {
-        resolve(RawConfig::default(), None, Path::new("."))
-            .expect("the built-in defaults are valid")
+        resolve(RawConfig::default(), None, Path::new(".")).expect("the built-in defaults are valid")
     }
 }
 
@@ -323,23 +318,15 @@ impl Config {
         let Some(path) = path else {
             return Ok(Config::default());
         };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Self::from_toml(&text, Some(path))
     }
 
     pub fn from_toml(text: &str, path: Option<&Path>) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            origin: origin_of(path),
-            message: e.to_string().trim_end().to_string(),
-        })?;
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { origin: origin_of(path), message: e.to_string().trim_end().to_string() })?;
         // Relative paths in a file are relative to that file, as an operator reading it expects.
-        let base = path
-            .and_then(|p| p.parent())
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
+        let base = path.and_then(|p| p.parent()).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
         resolve(raw, path, &base)
     }
 
@@ -350,14 +337,9 @@ impl Config {
 
 fn resolve(raw: RawConfig, path: Option<&Path>, base: &Path) -> Result<Config, ConfigError> {
     let origin = origin_of(path);
-    let invalid = |key: &str, message: String| ConfigError::Invalid {
-        origin: origin.clone(),
-        key: key.to_string(),
-        message,
-    };
+    let invalid = |key: &str, message: String| ConfigError::Invalid { origin: origin.clone(), key: key.to_string(), message };
     let duration = |key: &str, value: Option<&str>, default: &str| -> Result<Duration, ConfigError> {
-        parse_duration(value.unwrap_or(default))
-            .map_err(|message| invalid(key, message))
+        parse_duration(value.unwrap_or(default)).map_err(|message| invalid(key, message))
     };
     let absolute = |p: &Path| -> PathBuf {
         let joined = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
@@ -387,11 +369,7 @@ fn resolve(raw: RawConfig, path: Option<&Path>, base: &Path) -> Result<Config, C
         region: raw.logs.region,
         endpoint: raw.logs.endpoint,
         allow_http: raw.logs.allow_http.unwrap_or(false),
-        max_request_duration: duration(
-            "logs.max_request_duration",
-            raw.logs.max_request_duration.as_deref(),
-            "5m",
-        )?,
+        max_request_duration: duration("logs.max_request_duration", raw.logs.max_request_duration.as_deref(), "5m")?,
         max_concurrent_fetches,
         max_retries: raw.logs.max_retries.unwrap_or(10),
         cache: raw.logs.cache.unwrap_or(true),
@@ -404,30 +382,20 @@ fn resolve(raw: RawConfig, path: Option<&Path>, base: &Path) -> Result<Config, C
     if lookback.is_zero() {
         return Err(invalid("schedule.lookback", "must be longer than 0s".into()));
     }
-    let schedule = ScheduleConfig {
-        cron,
-        lookback,
-        run_on_start: raw.schedule.run_on_start.unwrap_or(true),
-    };
+    let schedule = ScheduleConfig { cron, lookback, run_on_start: raw.schedule.run_on_start.unwrap_or(true) };
 
     // detection
     let query_name = raw.detection.query.as_deref().unwrap_or(crate::analysis::DEFAULT_QUERY);
-    let query = DetectionQuery::resolve(query_name, base)
-        .map_err(|e| invalid("detection.query", e.to_string()))?;
-    let params = query
-        .bind_params(&raw.detection.params)
-        .map_err(|(name, message)| invalid(&format!("detection.params.{name}"), message))?;
+    let query = DetectionQuery::resolve(query_name, base).map_err(|e| invalid("detection.query", e.to_string()))?;
+    let params =
+        query.bind_params(&raw.detection.params).map_err(|(name, message)| invalid(&format!("detection.params.{name}"), message))?;
     let detection = DetectionConfig { query, params };
 
     // revocation
     let revocation = RevocationPolicy {
         ttl: duration("revocation.ttl", raw.revocation.ttl.as_deref(), "24h")?,
         manual_ttl: duration("revocation.manual_ttl", raw.revocation.manual_ttl.as_deref(), "24h")?,
-        unrevoke_cooldown: duration(
-            "revocation.unrevoke_cooldown",
-            raw.revocation.unrevoke_cooldown.as_deref(),
-            "24h",
-        )?,
+        unrevoke_cooldown: duration("revocation.unrevoke_cooldown", raw.revocation.unrevoke_cooldown.as_deref(), "24h")?,
     };
     if revocation.ttl.is_zero() {
         return Err(invalid("revocation.ttl", "must be longer than 0s".into()));
@@ -435,28 +403,19 @@ fn resolve(raw: RawConfig, path: Option<&Path>, base: &Path) -> Result<Config, C
 
     // safety
     for (i, id) in raw.safety.allow_sessions.iter().enumerate() {
-        crate::session::SessionId::parse(id)
-            .map_err(|e| invalid(&format!("safety.allow_sessions[{i}]"), e.to_string()))?;
+        crate::session::SessionId::parse(id).map_err(|e| invalid(&format!("safety.allow_sessions[{i}]"), e.to_string()))?;
     }
     let mut allow_ips = Vec::new();
     for (i, cidr) in raw.safety.allow_ips.iter().enumerate() {
         let net = cidr
             .parse::<ipnet::IpNet>()
             .or_else(|_| cidr.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-            .map_err(|_| {
-                invalid(
-                    &format!("safety.allow_ips[{i}]"),
-                    format!("`{cidr}` is not an IP address or CIDR range"),
-                )
-            })?;
+            .map_err(|_| invalid(&format!("safety.allow_ips[{i}]"), format!("`{cidr}` is not an IP address or CIDR range")))?;
         allow_ips.push(net);
     }
     let share = raw.safety.max_new_revocation_share.unwrap_or(0.05);
     if !(0.0..=1.0).contains(&share) {
-        return Err(invalid(
-            "safety.max_new_revocation_share",
-            format!("must be between 0 and 1, found {share}"),
-        ));
+        return Err(invalid("safety.max_new_revocation_share", format!("must be between 0 and 1, found {share}")));
     }
     let safety = SafetyConfig {
         allow_sessions: raw.safety.allow_sessions,
@@ -468,28 +427,17 @@ fn resolve(raw: RawConfig, path: Option<&Path>, base: &Path) -> Result<Config, C
     // store
     let store = match raw.store.backend.unwrap_or(StoreBackend::Embedded) {
         StoreBackend::Embedded => StoreConfig::Embedded {
-            path: raw
-                .store
-                .embedded
-                .path
-                .map(|p| absolute(&p))
-                .unwrap_or_else(|| state_dir.join("revocations.sqlite")),
+            path: raw.store.embedded.path.map(|p| absolute(&p)).unwrap_or_else(|| state_dir.join("revocations.sqlite")),
         },
         StoreBackend::Dynamodb => {
             let table = raw.store.dynamodb.table.unwrap_or_else(|| "revokd-revocations".into());
-            if !(3..=255).contains(&table.len())
-                || !table.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-            {
+            if !(3..=255).contains(&table.len()) || !table.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
                 return Err(invalid(
                     "store.dynamodb.table",
                     format!("`{table}` is not a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)"),
                 ));
             }
-            StoreConfig::Dynamodb(DynamoConfig {
-                table,
-                region: raw.store.dynamodb.region,
-                endpoint: raw.store.dynamodb.endpoint,
-            })
+            StoreConfig::Dynamodb(DynamoConfig { table, region: raw.store.dynamodb.region, endpoint: raw.store.dynamodb.endpoint })
         }
     };
 
@@ -500,46 +448,26 @@ fn resolve(raw: RawConfig, path: Option<&Path>, base: &Path) -> Result<Config, C
             if capacity > crate::enforcer::MAX_RULE_GROUP_CAPACITY {
                 return Err(invalid(
                     "enforcer.file.capacity",
-                    format!(
-                        "WAF rule groups hold at most {} WCU, found {capacity}",
-                        crate::enforcer::MAX_RULE_GROUP_CAPACITY
-                    ),
+                    format!("WAF rule groups hold at most {} WCU, found {capacity}", crate::enforcer::MAX_RULE_GROUP_CAPACITY),
                 ));
             }
             EnforcerConfig::File {
-                path: raw
-                    .enforcer
-                    .file
-                    .path
-                    .map(|p| absolute(&p))
-                    .unwrap_or_else(|| state_dir.join("rule-group.json")),
+                path: raw.enforcer.file.path.map(|p| absolute(&p)).unwrap_or_else(|| state_dir.join("rule-group.json")),
                 capacity,
             }
         }
         EnforcerBackend::Wafv2 => {
             let waf = raw.enforcer.wafv2;
-            let name = waf
-                .name
-                .ok_or_else(|| invalid("enforcer.wafv2.name", "is required when backend = \"wafv2\"".into()))?;
-            let id = waf
-                .id
-                .ok_or_else(|| invalid("enforcer.wafv2.id", "is required when backend = \"wafv2\"".into()))?;
+            let name = waf.name.ok_or_else(|| invalid("enforcer.wafv2.name", "is required when backend = \"wafv2\"".into()))?;
+            let id = waf.id.ok_or_else(|| invalid("enforcer.wafv2.id", "is required when backend = \"wafv2\"".into()))?;
             let scope = waf.scope.unwrap_or(WafScope::Cloudfront);
             let region = match (scope, waf.region) {
                 (WafScope::Cloudfront, Some(r)) if r != "us-east-1" => {
-                    return Err(invalid(
-                        "enforcer.wafv2.region",
-                        format!("CLOUDFRONT-scope rule groups live in us-east-1, not {r}"),
-                    ))
+                    return Err(invalid("enforcer.wafv2.region", format!("CLOUDFRONT-scope rule groups live in us-east-1, not {r}")));
                 }
                 (WafScope::Cloudfront, _) => "us-east-1".to_string(),
                 (WafScope::Regional, Some(r)) => r,
-                (WafScope::Regional, None) => {
-                    return Err(invalid(
-                        "enforcer.wafv2.region",
-                        "is required when scope = \"REGIONAL\"".into(),
-                    ))
-                }
+                (WafScope::Regional, None) => return Err(invalid("enforcer.wafv2.region", "is required when scope = \"REGIONAL\"".into())),
             };
             let max_update_attempts = waf.max_update_attempts.unwrap_or(5);
             if max_update_attempts == 0 {
@@ -577,16 +505,11 @@ fn parse_log_location(url: &str, absolute: &dyn Fn(&Path) -> PathBuf) -> Result<
         if bucket.is_empty() {
             return Err(format!("`{url}` has no bucket name (expected s3://bucket/prefix)"));
         }
-        return Ok(LogLocation::S3 {
-            bucket: bucket.to_string(),
-            prefix: prefix.trim_matches('/').to_string(),
-        });
+        return Ok(LogLocation::S3 { bucket: bucket.to_string(), prefix: prefix.trim_matches('/').to_string() });
     }
     let path = match url.strip_prefix("file://") {
         Some(p) => p,
-        None if url.contains("://") => {
-            return Err(format!("`{url}`: only file:// and s3:// locations are supported"))
-        }
+        None if url.contains("://") => return Err(format!("`{url}`: only file:// and s3:// locations are supported")),
         None => url,
     };
     if path.is_empty() {
@@ -597,8 +520,7 @@ fn parse_log_location(url: &str, absolute: &dyn Fn(&Path) -> PathBuf) -> Result<
 
 /// Parses durations like `30s`, `10m`, `24h`, `1h 30m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|e| format!("`{text}` is not a duration like \"30s\", \"10m\" or \"24h\" ({e})"))
+    humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration like \"30s\", \"10m\" or \"24h\" ({e})"))
 }
 
 #[cfg(test)]
@@ -617,9 +539,7 @@ mod tests {
 
     #[test]
     fn unknown_key_is_rejected_with_file_and_key() {
-        let err = Config::from_toml("[logs]\nurll = \"x\"\n", Some(Path::new("/etc/revokd.toml")))
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml("[logs]\nurll = \"x\"\n", Some(Path::new("/etc/revokd.toml"))).unwrap_err().to_string();
         assert!(err.contains("/etc/revokd.toml"), "{err}");
         assert!(err.contains("urll"), "{err}");
         assert!(err.contains("line 2"), "{err}");
@@ -627,18 +547,14 @@ mod tests {
 
     #[test]
     fn bad_duration_names_the_key() {
-        let err = Config::from_toml("[schedule]\nlookback = \"ten minutes\"\n", None)
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml("[schedule]\nlookback = \"ten minutes\"\n", None).unwrap_err().to_string();
         assert!(err.contains("schedule.lookback"), "{err}");
         assert!(err.contains("ten minutes"), "{err}");
     }
 
     #[test]
     fn wafv2_requires_name_and_id() {
-        let err = Config::from_toml("[enforcer]\nbackend = \"wafv2\"\n", None)
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml("[enforcer]\nbackend = \"wafv2\"\n", None).unwrap_err().to_string();
         assert!(err.contains("enforcer.wafv2.name"), "{err}");
     }
 
@@ -657,16 +573,12 @@ mod tests {
     #[test]
     fn s3_url_splits_bucket_and_prefix() {
         let c = Config::from_toml("[logs]\nurl = \"s3://my-logs/cf/prod/\"\n", None).unwrap();
-        assert_eq!(
-            c.logs.location,
-            LogLocation::S3 { bucket: "my-logs".into(), prefix: "cf/prod".into() }
-        );
+        assert_eq!(c.logs.location, LogLocation::S3 { bucket: "my-logs".into(), prefix: "cf/prod".into() });
     }
 
     #[test]
     fn relative_paths_are_relative_to_the_config_file() {
-        let c = Config::from_toml("state_dir = \"state\"\n", Some(Path::new("/etc/revokd/revokd.toml")))
-            .unwrap();
+        let c = Config::from_toml("state_dir = \"state\"\n", Some(Path::new("/etc/revokd/revokd.toml"))).unwrap();
         assert_eq!(c.state_dir, PathBuf::from("/etc/revokd/state"));
     }
 
@@ -700,9 +612,7 @@ mod tests {
 
     #[test]
     fn bad_cron_names_the_key() {
-        let err = Config::from_toml("[schedule]\ncron = \"every minute\"\n", None)
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml("[schedule]\ncron = \"every minute\"\n", None).unwrap_err().to_string();
         assert!(err.contains("schedule.cron"), "{err}");
     }
 }

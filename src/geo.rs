@@ -24,13 +24,7 @@ fn parse_edges(csv: &str) -> Vec<Edge> {
         let fields: Vec<&str> = line.splitn(7, ',').collect();
         let [code, city, _country, cc, lat, lon, _rest] = fields[..] else { continue };
         let (Ok(latitude), Ok(longitude)) = (lat.parse(), lon.parse()) else { continue };
-        edges.push(Edge {
-            code: code.to_string(),
-            city: city.to_string(),
-            country_code: cc.to_string(),
-            latitude,
-            longitude,
-        });
+        edges.push(Edge { code: code.to_string(), city: city.to_string(), country_code: cc.to_string(), latitude, longitude });
     }
     edges
 }

@@ -230,11 +230,8 @@ async fn run_stages(
     report.stages.read_ms = ms(t);
 
     let t = Instant::now();
-    let allow_ip_sessions = if rt.config.safety.allow_ips.is_empty() {
-        HashSet::new()
-    } else {
-        sessions_seen_from(&logs.batches, &rt.config.safety.allow_ips)
-    };
+    let allow_ip_sessions =
+        if rt.config.safety.allow_ips.is_empty() { HashSet::new() } else { sessions_seen_from(&logs.batches, &rt.config.safety.allow_ips) };
     let analysed = async { planned?.analyse_where(logs.batches, |_, flagged| flagged).await }.await;
     logs.cache_writes.wait().await;
     let analysed = analysed?;
@@ -379,8 +376,8 @@ pub async fn explain(rt: &Runtime, session_id: &str, now: Option<DateTime<Utc>>)
     let window = Window::ending_at(now, rt.config.schedule.lookback);
     let (logs, planned) = read_and_plan(rt, &window).await;
     let logs = logs?;
-    let allowed_by_ip = !rt.config.safety.allow_ips.is_empty()
-        && sessions_seen_from(&logs.batches, &rt.config.safety.allow_ips).contains(session_id);
+    let allowed_by_ip =
+        !rt.config.safety.allow_ips.is_empty() && sessions_seen_from(&logs.batches, &rt.config.safety.allow_ips).contains(session_id);
     let analysed = async { planned?.analyse_where(logs.batches, |id, _| id == session_id).await }.await;
     logs.cache_writes.wait().await;
     let score = analysed?.scores.into_iter().next();
@@ -413,22 +410,11 @@ pub async fn explain(rt: &Runtime, session_id: &str, now: Option<DateTime<Utc>>)
 }
 
 fn detection(session_id: SessionId, score: &SessionScore) -> Detection {
-    Detection {
-        session_id,
-        score: score.score,
-        reason: score.reasons.join("; "),
-        signals: score.signals.clone(),
-    }
+    Detection { session_id, score: score.score, reason: score.reasons.join("; "), signals: score.signals.clone() }
 }
 
 fn flagged_entry(score: SessionScore, action: Action) -> FlaggedSession {
-    FlaggedSession {
-        session_id: score.session_id,
-        score: score.score,
-        signals: score.signals,
-        reasons: score.reasons,
-        action,
-    }
+    FlaggedSession { session_id: score.session_id, score: score.score, signals: score.signals, reasons: score.reasons, action }
 }
 
 /// Sessions with at least one request from an allowlisted network.

@@ -70,10 +70,7 @@ mod tests {
         assert_eq!(SessionId::parse(""), Err(SessionIdError::Empty));
         assert!(matches!(SessionId::parse(&"x".repeat(129)), Err(SessionIdError::TooLong { .. })));
         for bad in ["abc.def", "abc/", "a b", "ab%2F", "é", "a\"b"] {
-            assert!(
-                matches!(SessionId::parse(bad), Err(SessionIdError::BadCharacter { .. })),
-                "{bad} accepted"
-            );
+            assert!(matches!(SessionId::parse(bad), Err(SessionIdError::BadCharacter { .. })), "{bad} accepted");
         }
     }
 }

@@ -9,7 +9,8 @@ pub enum LogFormat {
 }
 
 /// The AWS SDK and DataFusion are chatty at info; their warnings still show.
-const DEFAULT_FILTER: &str = "info,aws_config=warn,aws_smithy_runtime=warn,aws_sdk_dynamodb=warn,aws_sdk_wafv2=warn,datafusion=warn,tokio_cron_scheduler=warn";
+const DEFAULT_FILTER: &str =
+    "info,aws_config=warn,aws_smithy_runtime=warn,aws_sdk_dynamodb=warn,aws_sdk_wafv2=warn,datafusion=warn,tokio_cron_scheduler=warn";
 
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));

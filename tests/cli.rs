@@ -9,10 +9,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn local_config(work: &Workdir, extra: &str) {
-    work.write(
-        "revokd.toml",
-        &format!("state_dir = \"state\"\n[logs]\nurl = \"logs\"\n[detection]\nquery = \"reference\"\n{extra}"),
-    );
+    work.write("revokd.toml", &format!("state_dir = \"state\"\n[logs]\nurl = \"logs\"\n[detection]\nquery = \"reference\"\n{extra}"));
 }
 
 fn two_leaks() -> Vec<String> {
@@ -59,8 +56,7 @@ fn main_job_runs_on_builtin_defaults_over_the_committed_sample_logs() {
         "leak" => t["detail"]["shared_from"].as_f64().unwrap() < end && t["detail"]["shared_until"].as_f64().unwrap() > end - 600.0,
         _ => false,
     };
-    let mut abusive: Vec<&str> =
-        truth.iter().filter(|t| shared_in_window(t)).map(|t| t["session_id"].as_str().unwrap()).collect();
+    let mut abusive: Vec<&str> = truth.iter().filter(|t| shared_in_window(t)).map(|t| t["session_id"].as_str().unwrap()).collect();
     let mut revoked: Vec<&str> = report["flagged"].as_array().unwrap().iter().map(|f| f["session_id"].as_str().unwrap()).collect();
     abusive.sort();
     revoked.sort();
@@ -118,12 +114,8 @@ fn allowlisted_sessions_and_networks_are_never_revoked() {
     local_config(&work, "[safety]\nallow_sessions = [\"leak3\"]\nallow_ips = [\"203.0.113.8/29\"]\n");
     write_hour(&work.path("logs"), &two_leaks());
     let (_, report) = work.run_at(T0 + 600);
-    let actions: Vec<(&str, &str)> = report["flagged"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| (f["session_id"].as_str().unwrap(), f["action"].as_str().unwrap()))
-        .collect();
+    let actions: Vec<(&str, &str)> =
+        report["flagged"].as_array().unwrap().iter().map(|f| (f["session_id"].as_str().unwrap(), f["action"].as_str().unwrap())).collect();
     assert_eq!(actions, vec![("leak3", "allowlisted"), ("leak2", "allowlisted")]);
     assert!(rule_file(&work.path("state/rule-group.json")).is_empty());
 }
@@ -253,7 +245,18 @@ fn check_config_names_the_file_the_key_and_the_problem() {
 #[test]
 fn every_command_has_help() {
     let work = Workdir::new();
-    for cmd in [vec![], vec!["run"], vec!["daemon"], vec!["sessions"], vec!["sessions", "list"], vec!["revoke"], vec!["unrevoke"], vec!["migrate"], vec!["check-config"], vec!["explain"]] {
+    for cmd in [
+        vec![],
+        vec!["run"],
+        vec!["daemon"],
+        vec!["sessions"],
+        vec!["sessions", "list"],
+        vec!["revoke"],
+        vec!["unrevoke"],
+        vec!["migrate"],
+        vec!["check-config"],
+        vec!["explain"],
+    ] {
         let mut args = cmd.clone();
         args.push("--help");
         let out = work.revokd(&args);
@@ -361,7 +364,10 @@ fn explain_gives_each_signals_value_threshold_and_contribution() {
 
     let text = work.revokd(&["explain", "honest1", "--config", "revokd.toml", "--now", &now]);
     let text = String::from_utf8(text.stdout).unwrap();
-    assert!(text.contains("not flagged") && text.contains("SIGNAL") && text.contains("THRESHOLD") && text.contains("CONTRIBUTION"), "{text}");
+    assert!(
+        text.contains("not flagged") && text.contains("SIGNAL") && text.contains("THRESHOLD") && text.contains("CONTRIBUTION"),
+        "{text}"
+    );
 
     let missing = work.revokd(&["explain", "nobody", "--config", "revokd.toml", "--now", &now]);
     assert_eq!(missing.status.code(), Some(1));
@@ -388,7 +394,9 @@ fn run_custom_query(work: &Workdir, sql: &str, min_ips: u32) -> (serde_json::Val
     work.write("mine.sql", sql);
     work.write(
         "revokd.toml",
-        &format!("state_dir = \"state\"\n[logs]\nurl = \"logs\"\n[detection]\nquery = \"mine.sql\"\n[detection.params]\nmin_ips = {min_ips}\n"),
+        &format!(
+            "state_dir = \"state\"\n[logs]\nurl = \"logs\"\n[detection]\nquery = \"mine.sql\"\n[detection.params]\nmin_ips = {min_ips}\n"
+        ),
     );
     work.ok(&["check-config", "--config", "revokd.toml"]);
     let (_, report) = work.run_at(T0 + 600);
@@ -480,7 +488,11 @@ fn a_run_in_a_terminal_shows_progress_but_not_under_systemd_or_with_json_logs() 
 
     let (ok, shown) = on_a_terminal(&work, &run, &[]);
     assert!(ok, "{shown}");
-    let bar = shown.lines().flat_map(|l| l.split('\r')).find(|l| l.contains("reading logs")).unwrap_or_else(|| panic!("no progress bar in:\n{shown}"));
+    let bar = shown
+        .lines()
+        .flat_map(|l| l.split('\r'))
+        .find(|l| l.contains("reading logs"))
+        .unwrap_or_else(|| panic!("no progress bar in:\n{shown}"));
     for part in ["B/", "0/1 objects", "lines"] {
         assert!(bar.contains(part), "the bar shows bytes, objects and lines: {bar}");
     }

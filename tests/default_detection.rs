@@ -9,10 +9,8 @@ use revokd::source::Window;
 
 async fn analyse_until(lines: &[String], end: i64) -> Vec<SessionScore> {
     let parsed = revokd::source::cloudfront::parse_log("test", log_text(lines).as_bytes()).unwrap();
-    let window = Window {
-        start: chrono::DateTime::from_timestamp(end - 600, 0).unwrap(),
-        end: chrono::DateTime::from_timestamp(end, 0).unwrap(),
-    };
+    let window =
+        Window { start: chrono::DateTime::from_timestamp(end - 600, 0).unwrap(), end: chrono::DateTime::from_timestamp(end, 0).unwrap() };
     let query = DetectionQuery::builtin("default");
     let params = query.bind_params(&Default::default()).unwrap();
     Analyzer::new(query, params).analyse(parsed.batches, &window).await.unwrap()
@@ -46,7 +44,11 @@ async fn default_query_plans_and_returns_the_documented_columns() {
 async fn live_co_viewers_of_one_token_are_flagged_with_value_and_threshold_in_the_reason() {
     let s = decide(shared_session("leak3", 3), "leak3").await;
     assert!(s.flagged, "{s:?}");
-    assert!(s.reasons.iter().any(|r| r.starts_with("two playbacks at once for 20 consecutive") && r.ends_with("threshold 3")), "{:?}", s.reasons);
+    assert!(
+        s.reasons.iter().any(|r| r.starts_with("two playbacks at once for 20 consecutive") && r.ends_with("threshold 3")),
+        "{:?}",
+        s.reasons
+    );
     assert!(s.reasons.iter().any(|r| r.starts_with("3+ playbacks")), "{:?}", s.reasons);
     let rows = s.signal_rows();
     let run = rows.iter().find(|r| r.name == "concurrent_run").unwrap();
@@ -131,8 +133,15 @@ async fn one_viewer_moving_between_networks_is_not_flagged() {
 
 #[tokio::test]
 async fn ios_native_player_with_page_and_media_agents_is_not_flagged() {
-    let mut lines = vec![line(T0 + 2, "IAD89-C1", 900, "198.51.100.30", "/ios.h.p.s/live/ch1/master.m3u8", 200, "https://watch.example.com/", SAFARI)];
-    lines.extend(Viewer { referer: "-", ..viewer("ios", "198.51.100.30", "AppleCoreMedia/1.0.0.21F90 (iPhone; U; CPU OS 17_5 like Mac OS X; en_us)") }.lines());
+    let mut lines =
+        vec![line(T0 + 2, "IAD89-C1", 900, "198.51.100.30", "/ios.h.p.s/live/ch1/master.m3u8", 200, "https://watch.example.com/", SAFARI)];
+    lines.extend(
+        Viewer {
+            referer: "-",
+            ..viewer("ios", "198.51.100.30", "AppleCoreMedia/1.0.0.21F90 (iPhone; U; CPU OS 17_5 like Mac OS X; en_us)")
+        }
+        .lines(),
+    );
     let s = decide(lines, "ios").await;
     assert!(!s.flagged, "{s:?}");
     assert_eq!(s.score, Some(0.0));

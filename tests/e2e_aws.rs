@@ -74,10 +74,7 @@ async fn run_records_flagged_sessions_with_scores_and_blocks_exactly_them() {
     let (_, rules) = s.rules().await;
     assert_eq!(
         rules,
-        vec![
-            ("revokd-leak3".to_string(), 0, "/leak3.".to_string()),
-            ("revokd-leak2".to_string(), 1, "/leak2.".to_string()),
-        ],
+        vec![("revokd-leak3".to_string(), 0, "/leak3.".to_string()), ("revokd-leak2".to_string(), 1, "/leak2.".to_string()),],
         "one STARTS_WITH rule per session, highest score first"
     );
 }
@@ -446,7 +443,12 @@ async fn transient_s3_errors_are_retried_and_every_object_is_still_read() {
     assert_eq!(object_gets, 3, "each object's first GET was answered 503: {failed:?}");
 
     let proxy = S3Proxy::start(&emu.endpoint, true, std::time::Duration::ZERO).await;
-    let error = with_retries(s3_logs(&emu, &prefix, &proxy.endpoint), 0).load(&window).await.err().expect("no retries: the first 503 fails the load").to_string();
+    let error = with_retries(s3_logs(&emu, &prefix, &proxy.endpoint), 0)
+        .load(&window)
+        .await
+        .err()
+        .expect("no retries: the first 503 fails the load")
+        .to_string();
     assert!(error.contains("listing log objects under s3://"), "{error}");
 }
 

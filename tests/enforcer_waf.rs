@@ -29,10 +29,8 @@ impl ContendedGroup {
         let current = waf.get_rule_group().name(&self.name).id(&self.id).scope(Scope::Cloudfront).send().await.unwrap();
         let group = current.rule_group.unwrap();
         let mut rules = group.rules().to_vec();
-        let statement = enforcer::wafv2::sdk_rule(&BlockRule { name: "x".into(), priority: 0, session_id: "geo".into() })
-            .statement()
-            .cloned()
-            .unwrap();
+        let statement =
+            enforcer::wafv2::sdk_rule(&BlockRule { name: "x".into(), priority: 0, session_id: "geo".into() }).statement().cloned().unwrap();
         rules.push(
             Rule::builder()
                 .name(format!("ops-rule-{n}"))
@@ -40,7 +38,12 @@ impl ContendedGroup {
                 .statement(Statement::clone(&statement))
                 .action(RuleAction::builder().count(aws_sdk_wafv2::types::CountAction::builder().build()).build())
                 .visibility_config(
-                    VisibilityConfig::builder().sampled_requests_enabled(false).cloud_watch_metrics_enabled(false).metric_name("ops").build().unwrap(),
+                    VisibilityConfig::builder()
+                        .sampled_requests_enabled(false)
+                        .cloud_watch_metrics_enabled(false)
+                        .metric_name("ops")
+                        .build()
+                        .unwrap(),
                 )
                 .build()
                 .unwrap(),

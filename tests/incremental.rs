@@ -125,7 +125,8 @@ async fn cache_files_of_hours_before_the_window_are_pruned() {
     let scenario = Scenario { seed: 7, start: common::T0, duration_s: 7200, honest_sessions: 20, leaks: 0, restreamers: 0, market: "US" };
     let traffic = sim::generate(&scenario);
     let logs = tempfile::tempdir().unwrap();
-    sim::logfile::write_files(&traffic, logs.path(), "", &LogFileOptions { late_share: 0.0, files_per_hour: 1, ..Default::default() }).unwrap();
+    sim::logfile::write_files(&traffic, logs.path(), "", &LogFileOptions { late_share: 0.0, files_per_hour: 1, ..Default::default() })
+        .unwrap();
     let state = tempfile::tempdir().unwrap();
     let source = LogSource::from_config(&logs_config(logs.path(), true), state.path()).unwrap();
     let count = || std::fs::read_dir(state.path().join("cache")).map_or(0, |d| d.count());

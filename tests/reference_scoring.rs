@@ -53,12 +53,9 @@ fn expected(traffic: &sim::Traffic, start: i64, end: i64) -> BTreeMap<String, Op
         .iter()
         .map(|(s, a)| {
             let score = match (rate(a), median) {
-                (Some(r), Some(m)) if enough && m > 0.0 => Some(
-                    r / m
-                        + f64::from(a.ips.len() > 1)
-                        + f64::from(a.referers.len() > 1)
-                        + f64::from(a.uas.len() > 1),
-                ),
+                (Some(r), Some(m)) if enough && m > 0.0 => {
+                    Some(r / m + f64::from(a.ips.len() > 1) + f64::from(a.referers.len() > 1) + f64::from(a.uas.len() > 1))
+                }
                 _ => None,
             };
             (traffic.sessions[*s as usize].session_id.clone(), score)
@@ -74,7 +71,8 @@ async fn reference_query_matches_an_independent_implementation_on_simulated_traf
         let text = sim::logfile::render_all(&traffic, &Default::default());
         let parsed = revokd::source::cloudfront::parse_log("sim", &text[..]).unwrap();
         let (start, end) = (T0 + 1200, T0 + 1800);
-        let window = Window { start: chrono::DateTime::from_timestamp(start, 0).unwrap(), end: chrono::DateTime::from_timestamp(end, 0).unwrap() };
+        let window =
+            Window { start: chrono::DateTime::from_timestamp(start, 0).unwrap(), end: chrono::DateTime::from_timestamp(end, 0).unwrap() };
         let query = DetectionQuery::builtin("reference");
         let params = query.bind_params(&Default::default()).unwrap();
         let scores = Analyzer::new(query, params).analyse(parsed.batches, &window).await.unwrap();
@@ -100,7 +98,8 @@ async fn a_one_request_session_does_not_fail_the_run_and_is_not_scored() {
     let mut lines = common::honest_viewers();
     lines.push(common::line(T0 + 100, "IAD1", 5000, "192.0.2.9", "/lonely.h.p.s/live/ch1/720p/seg_1.ts", 200, "-", "curl/8"));
     let parsed = revokd::source::cloudfront::parse_log("x", common::log_text(&lines).as_bytes()).unwrap();
-    let window = Window { start: chrono::DateTime::from_timestamp(T0, 0).unwrap(), end: chrono::DateTime::from_timestamp(T0 + 600, 0).unwrap() };
+    let window =
+        Window { start: chrono::DateTime::from_timestamp(T0, 0).unwrap(), end: chrono::DateTime::from_timestamp(T0 + 600, 0).unwrap() };
     let query = DetectionQuery::builtin("reference");
     let params = query.bind_params(&Default::default()).unwrap();
     let scores = Analyzer::new(query, params).analyse(parsed.batches, &window).await.unwrap();
@@ -116,7 +115,8 @@ async fn a_one_request_session_does_not_fail_the_run_and_is_not_scored() {
 async fn too_few_sessions_in_the_window_scores_nothing() {
     let lines = common::shared_session("leak", 5);
     let parsed = revokd::source::cloudfront::parse_log("x", common::log_text(&lines).as_bytes()).unwrap();
-    let window = Window { start: chrono::DateTime::from_timestamp(T0, 0).unwrap(), end: chrono::DateTime::from_timestamp(T0 + 600, 0).unwrap() };
+    let window =
+        Window { start: chrono::DateTime::from_timestamp(T0, 0).unwrap(), end: chrono::DateTime::from_timestamp(T0 + 600, 0).unwrap() };
     let query = DetectionQuery::builtin("reference");
     let params = query.bind_params(&Default::default()).unwrap();
     let scores = Analyzer::new(query, params).analyse(parsed.batches, &window).await.unwrap();

@@ -17,7 +17,12 @@ fn t(offset_s: i64) -> DateTime<Utc> {
 }
 
 fn detection(id: &str, score: f64) -> Detection {
-    Detection { session_id: SessionId::parse(id).unwrap(), score: Some(score), reason: format!("score {score}"), signals: [("ips".to_string(), 3.0)].into() }
+    Detection {
+        session_id: SessionId::parse(id).unwrap(),
+        score: Some(score),
+        reason: format!("score {score}"),
+        signals: [("ips".to_string(), 3.0)].into(),
+    }
 }
 
 fn operator(id: &str, kind: EntryKind, at: DateTime<Utc>, lasts: Duration) -> Revocation {
@@ -52,8 +57,7 @@ async fn contract(store: &dyn RevocationStore) {
         .await
         .unwrap();
     let now = t(60);
-    let batch: Vec<Detection> =
-        ["fresh", "manual-live", "manual-old", "cooling", "cooled"].iter().map(|id| detection(id, 4.0)).collect();
+    let batch: Vec<Detection> = ["fresh", "manual-live", "manual-old", "cooling", "cooled"].iter().map(|id| detection(id, 4.0)).collect();
     let outcome = store.record(DetectedKind::Auto, &batch, now, now + hour, "run-1").await.unwrap();
     let mut written = ids(&outcome.written);
     written.sort();
@@ -81,7 +85,10 @@ async fn contract(store: &dyn RevocationStore) {
     assert_eq!((renewed.expires_at, renewed.first_seen, renewed.score), (later + hour, now, Some(5.0)));
 
     // HELD never replaces an active revocation; AUTO later promotes a HELD entry.
-    let held = store.record(DetectedKind::Held, &[detection("fresh", 9.0), detection("doubtful", 3.0)], later, later + hour, "run-3").await.unwrap();
+    let held = store
+        .record(DetectedKind::Held, &[detection("fresh", 9.0), detection("doubtful", 3.0)], later, later + hour, "run-3")
+        .await
+        .unwrap();
     assert_eq!(ids(&held.written), vec!["doubtful"]);
     assert_eq!(store.get(&SessionId::parse("fresh").unwrap()).await.unwrap().unwrap().kind, EntryKind::Auto);
     assert!(!store.active(later).await.unwrap().iter().any(|r| r.session_id == "doubtful"), "HELD does not revoke");

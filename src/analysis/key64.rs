@@ -143,8 +143,8 @@ fn mask_nulls(nulls: Option<&arrow::buffer::NullBuffer>, hashes: Vec<u64>) -> Ve
 mod tests {
     use super::*;
     use arrow::array::{DictionaryArray, Int64Array, StringArray, StringViewArray};
-    use arrow::datatypes::Int32Type;
     use arrow::datatypes::Field;
+    use arrow::datatypes::Int32Type;
 
     fn key(args: Vec<ArrayRef>) -> Vec<i64> {
         let rows = args[0].len();

@@ -148,12 +148,7 @@ impl GroupsAccumulator for FlatMedian {
         Ok(())
     }
 
-    fn merge_batch(
-        &mut self,
-        values: &[ArrayRef],
-        group_indices: &[usize],
-        total_num_groups: usize,
-    ) -> Result<()> {
+    fn merge_batch(&mut self, values: &[ArrayRef], group_indices: &[usize], total_num_groups: usize) -> Result<()> {
         let lists = values[0].as_list::<i32>();
         let inner = lists.values().as_primitive::<Float64Type>();
         let offsets = lists.value_offsets();
@@ -174,9 +169,7 @@ impl GroupsAccumulator for FlatMedian {
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
         let n = self.emitted(emit_to);
         let (offsets, mut sorted) = self.take_first(n);
-        let medians: Float64Array = (0..n)
-            .map(|g| median_of(&mut sorted[offsets[g] as usize..offsets[g + 1] as usize]))
-            .collect();
+        let medians: Float64Array = (0..n).map(|g| median_of(&mut sorted[offsets[g] as usize..offsets[g + 1] as usize])).collect();
         Ok(Arc::new(medians))
     }
 
@@ -232,11 +225,8 @@ fn median_of(values: &mut [f64]) -> Option<f64> {
     if len % 2 == 1 {
         return Some(*middle);
     }
-    let low_max = low
-        .iter()
-        .copied()
-        .max_by(|x, y| x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Less))
-        .expect("an even count has a lower half");
+    let low_max =
+        low.iter().copied().max_by(|x, y| x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Less)).expect("an even count has a lower half");
     Some((low_max + *middle) / 2.0)
 }
 
@@ -251,10 +241,7 @@ mod tests {
     /// Groups of 0 to 6 values (odd and even counts, repeats, NULLs), spread over several
     /// partitions and batches so that partial states are built and merged.
     fn table() -> Arc<MemTable> {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("g", DataType::Int64, false),
-            Field::new("x", DataType::Float64, true),
-        ]));
+        let schema = Arc::new(Schema::new(vec![Field::new("g", DataType::Int64, false), Field::new("x", DataType::Float64, true)]));
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut next = move || {
             seed ^= seed << 13;

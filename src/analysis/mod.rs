@@ -30,9 +30,9 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::DFParser;
 
-pub use query::{DetectionQuery, ParamDecl, ParamType, QueryError, BUILTIN_QUERIES};
+pub use query::{BUILTIN_QUERIES, DetectionQuery, ParamDecl, ParamType, QueryError};
 
-use crate::source::{Window, REQUESTS_SCHEMA};
+use crate::source::{REQUESTS_SCHEMA, Window};
 
 /// The query used when the config names none.
 pub const DEFAULT_QUERY: &str = "default";
@@ -107,18 +107,9 @@ pub enum AnalysisError {
         source: datafusion::error::DataFusionError,
     },
     #[error("detection query {query} does not return the column `{column}` ({meaning})")]
-    MissingColumn {
-        query: String,
-        column: &'static str,
-        meaning: &'static str,
-    },
+    MissingColumn { query: String, column: &'static str, meaning: &'static str },
     #[error("detection query {query}: column `{column}` is {found}, expected {expected}")]
-    ColumnType {
-        query: String,
-        column: String,
-        found: DataType,
-        expected: &'static str,
-    },
+    ColumnType { query: String, column: String, found: DataType, expected: &'static str },
     #[error("detection query {query} holds no SQL statement")]
     Empty { query: String },
     #[error("detection query {query}: only `CREATE TABLE name AS SELECT …` may come before the last statement, found: {statement}")]
@@ -184,11 +175,7 @@ impl SessionScore {
         let part_of_a_row = |name: &str| {
             rows.iter().any(|r| name == r.name || name == format!("{}_score", r.name) || name == format!("{}_threshold", r.name))
         };
-        self.signals
-            .iter()
-            .filter(|(name, _)| name.as_str() != "threshold" && !part_of_a_row(name))
-            .map(|(k, v)| (k.clone(), *v))
-            .collect()
+        self.signals.iter().filter(|(name, _)| name.as_str() != "threshold" && !part_of_a_row(name)).map(|(k, v)| (k.clone(), *v)).collect()
     }
 }
 
@@ -231,8 +218,7 @@ impl Analyzer {
         let ctx = SessionContext::new_with_config(config);
         let requests = self.empty_table(REQUESTS_SCHEMA.clone())?;
         ctx.register_table("requests", requests.clone()).map_err(|e| self.err(e))?;
-        ctx.register_table("edge_locations", edge_table().map_err(|e| self.err(e))?)
-            .map_err(|e| self.err(e))?;
+        ctx.register_table("edge_locations", edge_table().map_err(|e| self.err(e))?).map_err(|e| self.err(e))?;
         ctx.register_udf(key64::key64_udf());
         ctx.register_udaf(median::median_udaf());
         Ok((ctx, requests))
@@ -249,8 +235,7 @@ impl Analyzer {
     }
 
     fn bound(&self, window: &Window) -> Vec<(String, ScalarValue)> {
-        let mut values: Vec<(String, ScalarValue)> =
-            self.params.iter().map(|(k, v)| (k.clone(), v.to_scalar())).collect();
+        let mut values: Vec<(String, ScalarValue)> = self.params.iter().map(|(k, v)| (k.clone(), v.to_scalar())).collect();
         values.push(("window_start".into(), ScalarValue::Int64(Some(window.start.timestamp()))));
         values.push(("window_end".into(), ScalarValue::Int64(Some(window.end.timestamp()))));
         values
@@ -395,12 +380,13 @@ impl PlannedAnalysis {
         // Batches spread over the partitions, so the scan runs on every core.
         fill(&self.requests, batches.into_iter().map(|batch| vec![batch]).collect()).await;
         let state = self.ctx.state();
-        let mut profile_plan = |number: usize, name: &str, physical: &dyn datafusion::physical_plan::ExecutionPlan, elapsed: std::time::Duration| {
-            if let Some(text) = profile.as_deref_mut() {
-                let operators = datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(physical).indent(true);
-                text.push_str(&format!("-- statement {number} ({name}): {:.1} ms\n{operators}\n", elapsed.as_secs_f64() * 1e3));
-            }
-        };
+        let mut profile_plan =
+            |number: usize, name: &str, physical: &dyn datafusion::physical_plan::ExecutionPlan, elapsed: std::time::Duration| {
+                if let Some(text) = profile.as_deref_mut() {
+                    let operators = datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(physical).indent(true);
+                    text.push_str(&format!("-- statement {number} ({name}): {:.1} ms\n{operators}\n", elapsed.as_secs_f64() * 1e3));
+                }
+            };
         for (number, step) in (1..).zip(&self.steps) {
             let started = std::time::Instant::now();
             // Optimised already: `collect` on a DataFrame would optimise the plan again.
@@ -469,13 +455,11 @@ impl PlannedAnalysis {
             _ => Some(cast_to("reasons", &DataType::Utf8, "text or a list of text")?),
         };
         let reasons_list = match reasons.data_type() {
-            DataType::List(_) | DataType::LargeList(_) | DataType::ListView(_) => Some(
-                cast_to(
-                    "reasons",
-                    &DataType::List(Arc::new(arrow::datatypes::Field::new_list_field(DataType::Utf8, true))),
-                    "text or a list of text",
-                )?,
-            ),
+            DataType::List(_) | DataType::LargeList(_) | DataType::ListView(_) => Some(cast_to(
+                "reasons",
+                &DataType::List(Arc::new(arrow::datatypes::Field::new_list_field(DataType::Utf8, true))),
+                "text or a list of text",
+            )?),
             _ => None,
         };
         let mut signals = Vec::new();
@@ -552,7 +536,7 @@ async fn fill(table: &MemTable, partitions: Vec<Vec<RecordBatch>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::cloudfront::{parse_log, test_line, CURRENT_FIELDS};
+    use crate::source::cloudfront::{CURRENT_FIELDS, parse_log, test_line};
 
     /// Two sessions: `shared1` from two addresses, `alone1` from one.
     fn requests() -> Vec<RecordBatch> {
@@ -616,7 +600,10 @@ mod tests {
     #[tokio::test]
     async fn a_table_created_under_a_name_already_taken_is_an_error_naming_it() {
         for taken in ["requests", "addresses"] {
-            let sql = format!("CREATE TABLE addresses AS SELECT session_id, c_ip FROM requests;\n{}", THREE_STATEMENTS.replace("CREATE TABLE addresses", &format!("CREATE TABLE {taken}")));
+            let sql = format!(
+                "CREATE TABLE addresses AS SELECT session_id, c_ip FROM requests;\n{}",
+                THREE_STATEMENTS.replace("CREATE TABLE addresses", &format!("CREATE TABLE {taken}"))
+            );
             let Err(err) = analyzer(&sql).plan(&window()).await else { panic!("{taken}: planned") };
             let message = err.to_string();
             assert!(message.contains(&format!("table `{taken}` exists already")), "{message}");

@@ -103,19 +103,12 @@ impl DetectionQuery {
     }
 
     /// Declared defaults overlaid with the config's values. Errors are `(parameter, message)`.
-    pub fn bind_params(
-        &self,
-        overrides: &BTreeMap<String, toml::Value>,
-    ) -> Result<BTreeMap<String, ParamValue>, (String, String)> {
-        let mut params: BTreeMap<String, ParamValue> =
-            self.declared.iter().map(|(k, d)| (k.clone(), d.default.clone())).collect();
+    pub fn bind_params(&self, overrides: &BTreeMap<String, toml::Value>) -> Result<BTreeMap<String, ParamValue>, (String, String)> {
+        let mut params: BTreeMap<String, ParamValue> = self.declared.iter().map(|(k, d)| (k.clone(), d.default.clone())).collect();
         for (name, value) in overrides {
             let Some(decl) = self.declared.get(name) else {
                 let known: Vec<&str> = self.declared.keys().map(String::as_str).collect();
-                return Err((
-                    name.clone(),
-                    format!("query {} declares no such parameter (it declares: {})", self.name, known.join(", ")),
-                ));
+                return Err((name.clone(), format!("query {} declares no such parameter (it declares: {})", self.name, known.join(", "))));
             };
             let bound = decl.kind.read_toml(value).map_err(|m| (name.clone(), m))?;
             params.insert(name.clone(), bound);

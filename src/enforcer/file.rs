@@ -42,10 +42,7 @@ impl FileRuleGroup {
 /// Classifies one rule of the file.
 fn observe(value: &Value, index: usize) -> Result<ObservedRule, String> {
     let name = value.get("Name").and_then(Value::as_str).ok_or_else(|| format!("rule #{index} has no string `Name`"))?;
-    let priority = value
-        .get("Priority")
-        .and_then(Value::as_i64)
-        .ok_or_else(|| format!("rule `{name}` has no integer `Priority`"))? as i32;
+    let priority = value.get("Priority").and_then(Value::as_i64).ok_or_else(|| format!("rule `{name}` has no integer `Priority`"))? as i32;
     if !name.starts_with(RULE_NAME_PREFIX) {
         return Ok(ObservedRule::Foreign { name: name.to_string(), priority });
     }
@@ -80,8 +77,7 @@ impl RuleGroup for FileRuleGroup {
         let mut foreign = Vec::new();
         if let Some(bytes) = &content {
             // A file we cannot read is an error, never overwritten: it may hold others' rules.
-            let list: Vec<Value> = serde_json::from_slice(bytes)
-                .map_err(|e| self.err(format!("not a JSON array of WAF rules: {e}")))?;
+            let list: Vec<Value> = serde_json::from_slice(bytes).map_err(|e| self.err(format!("not a JSON array of WAF rules: {e}")))?;
             for (i, value) in list.into_iter().enumerate() {
                 let observed = observe(&value, i).map_err(|m| self.err(m))?;
                 if matches!(observed, ObservedRule::Foreign { .. }) {
@@ -106,8 +102,7 @@ impl RuleGroup for FileRuleGroup {
         let mut text = serde_json::to_vec_pretty(&list).expect("rules serialise");
         text.push(b'\n');
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| ReplaceError::Failed(self.err(format!("creating {}: {e}", dir.display()))))?;
+            std::fs::create_dir_all(dir).map_err(|e| ReplaceError::Failed(self.err(format!("creating {}: {e}", dir.display()))))?;
         }
         let tmp = self.path.with_extension("json.tmp");
         std::fs::write(&tmp, &text)

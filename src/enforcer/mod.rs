@@ -35,11 +35,7 @@ pub enum EnforceError {
     #[error("rule group file {path}: {message}")]
     File { path: String, message: String },
     #[error("WAF rule group {group}: {operation}: {message}")]
-    Waf {
-        group: String,
-        operation: &'static str,
-        message: String,
-    },
+    Waf { group: String, operation: &'static str, message: String },
     #[error("rule group {group}: still changed by someone else after {attempts} attempts (optimistic lock)")]
     LockContention { group: String, attempts: u32 },
 }
@@ -123,9 +119,7 @@ pub trait RuleGroup: Send + Sync {
 /// Opens the configured backend.
 pub async fn open(config: &crate::config::Config) -> Box<dyn RuleGroup> {
     match &config.enforcer {
-        crate::config::EnforcerConfig::File { path, capacity } => {
-            Box::new(file::FileRuleGroup::new(path.clone(), *capacity))
-        }
+        crate::config::EnforcerConfig::File { path, capacity } => Box::new(file::FileRuleGroup::new(path.clone(), *capacity)),
         crate::config::EnforcerConfig::Wafv2(w) => Box::new(wafv2::WafRuleGroup::connect(w).await),
     }
 }
@@ -174,9 +168,7 @@ pub fn plan_rules(active: &[Revocation], capacity: u32, first_priority: i32) -> 
         let rank = |r: &Revocation| if r.kind == EntryKind::Manual { 0 } else { 1 };
         rank(a)
             .cmp(&rank(b))
-            .then_with(|| {
-                b.score.unwrap_or(f64::NEG_INFINITY).total_cmp(&a.score.unwrap_or(f64::NEG_INFINITY))
-            })
+            .then_with(|| b.score.unwrap_or(f64::NEG_INFINITY).total_cmp(&a.score.unwrap_or(f64::NEG_INFINITY)))
             .then_with(|| a.session_id.cmp(&b.session_id))
     });
     let fits = (capacity / WCU_PER_RULE) as usize;
@@ -256,8 +248,7 @@ pub fn compare(snapshot: &Snapshot, reserved: u32, active: &[Revocation]) -> (En
         .unwrap_or(0);
     let capacity = snapshot.capacity.saturating_sub(reserved);
     let plan = plan_rules(active, capacity, first_priority);
-    let mut current: Vec<&ObservedRule> =
-        snapshot.rules.iter().filter(|r| !matches!(r, ObservedRule::Foreign { .. })).collect();
+    let mut current: Vec<&ObservedRule> = snapshot.rules.iter().filter(|r| !matches!(r, ObservedRule::Foreign { .. })).collect();
     current.sort_by_key(|r| match r {
         ObservedRule::Owned(b) => b.priority,
         ObservedRule::Drifted { priority, .. } | ObservedRule::Foreign { priority, .. } => *priority,
@@ -311,24 +302,16 @@ mod tests {
 
     #[test]
     fn manual_first_then_auto_by_score_with_deterministic_names_and_priorities() {
-        let active = vec![
-            rev("low", EntryKind::Auto, Some(2.5)),
-            rev("man", EntryKind::Manual, None),
-            rev("high", EntryKind::Auto, Some(9.0)),
-        ];
+        let active =
+            vec![rev("low", EntryKind::Auto, Some(2.5)), rev("man", EntryKind::Manual, None), rev("high", EntryKind::Auto, Some(9.0))];
         let plan = plan_rules(&active, 100, 10);
-        let got: Vec<(&str, i32, &str)> =
-            plan.rules.iter().map(|r| (r.name.as_str(), r.priority, r.session_id.as_str())).collect();
+        let got: Vec<(&str, i32, &str)> = plan.rules.iter().map(|r| (r.name.as_str(), r.priority, r.session_id.as_str())).collect();
         assert_eq!(got, vec![("revokd-man", 10, "man"), ("revokd-high", 11, "high"), ("revokd-low", 12, "low")]);
     }
 
     #[test]
     fn capacity_keeps_manual_and_highest_scores_and_counts_the_rest() {
-        let active = vec![
-            rev("a1", EntryKind::Auto, Some(3.0)),
-            rev("a2", EntryKind::Auto, Some(4.0)),
-            rev("m", EntryKind::Manual, None),
-        ];
+        let active = vec![rev("a1", EntryKind::Auto, Some(3.0)), rev("a2", EntryKind::Auto, Some(4.0)), rev("m", EntryKind::Manual, None)];
         // 5 WCU: two rules of 2 WCU.
         let plan = plan_rules(&active, 5, 0);
         let ids: Vec<&str> = plan.rules.iter().map(|r| r.session_id.as_str()).collect();
@@ -338,7 +321,8 @@ mod tests {
 
     #[test]
     fn invalid_session_ids_never_reach_a_rule() {
-        let active = vec![rev("ok", EntryKind::Manual, None), rev("bad/../id", EntryKind::Manual, None), rev("", EntryKind::Auto, Some(5.0))];
+        let active =
+            vec![rev("ok", EntryKind::Manual, None), rev("bad/../id", EntryKind::Manual, None), rev("", EntryKind::Auto, Some(5.0))];
         let plan = plan_rules(&active, 100, 0);
         assert_eq!(plan.rules.len(), 1);
         assert_eq!(plan.rejected.len(), 2);

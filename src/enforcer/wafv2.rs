@@ -8,8 +8,8 @@ use aws_sdk_wafv2::error::ProvideErrorMetadata;
 use aws_sdk_wafv2::operation::update_rule_group::UpdateRuleGroupError;
 use aws_sdk_wafv2::primitives::Blob;
 use aws_sdk_wafv2::types::{
-    BlockAction, ByteMatchStatement, FieldToMatch, PositionalConstraint, Rule, RuleAction, RuleGroup as SdkRuleGroup,
-    Scope, Statement, TextTransformation, TextTransformationType, UriPath, VisibilityConfig,
+    BlockAction, ByteMatchStatement, FieldToMatch, PositionalConstraint, Rule, RuleAction, RuleGroup as SdkRuleGroup, Scope, Statement,
+    TextTransformation, TextTransformationType, UriPath, VisibilityConfig,
 };
 
 use super::{BlockRule, EnforceError, ObservedRule, RULE_NAME_PREFIX, ReplaceError, RuleGroup, Snapshot};
@@ -29,7 +29,6 @@ struct WafState {
     group: SdkRuleGroup,
 }
 
-
 /// The WAF rule for a revokd rule, as sent and as expected back.
 pub fn sdk_rule(rule: &BlockRule) -> Rule {
     let statement = Statement::builder()
@@ -38,11 +37,7 @@ pub fn sdk_rule(rule: &BlockRule) -> Rule {
                 .search_string(Blob::new(rule.search_string().into_bytes()))
                 .field_to_match(FieldToMatch::builder().uri_path(UriPath::builder().build()).build())
                 .text_transformations(
-                    TextTransformation::builder()
-                        .priority(0)
-                        .r#type(TextTransformationType::None)
-                        .build()
-                        .expect("priority and type set"),
+                    TextTransformation::builder().priority(0).r#type(TextTransformationType::None).build().expect("priority and type set"),
                 )
                 .positional_constraint(PositionalConstraint::StartsWith)
                 .build()
@@ -136,13 +131,13 @@ impl RuleGroup for WafRuleGroup {
     async fn replace(&self, snapshot: &Snapshot, owned: &[BlockRule]) -> Result<(), ReplaceError> {
         let state = snapshot.state.downcast_ref::<WafState>().expect("snapshot from this backend");
         let group = &state.group;
-        let mut rules: Vec<Rule> =
-            group.rules().iter().filter(|r| !r.name().starts_with(RULE_NAME_PREFIX)).cloned().collect();
+        let mut rules: Vec<Rule> = group.rules().iter().filter(|r| !r.name().starts_with(RULE_NAME_PREFIX)).cloned().collect();
         rules.extend(owned.iter().map(sdk_rule));
         rules.sort_by_key(Rule::priority);
-        let visibility = group.visibility_config().cloned().ok_or_else(|| {
-            ReplaceError::Failed(self.err("GetRuleGroup", "rule group has no VisibilityConfig".into()))
-        })?;
+        let visibility = group
+            .visibility_config()
+            .cloned()
+            .ok_or_else(|| ReplaceError::Failed(self.err("GetRuleGroup", "rule group has no VisibilityConfig".into())))?;
         let result = self
             .client
             .update_rule_group()

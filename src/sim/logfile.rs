@@ -27,13 +27,7 @@ pub struct LogFileOptions {
 
 impl Default for LogFileOptions {
     fn default() -> Self {
-        LogFileOptions {
-            distribution: "E2REVOKDSAMPLE".into(),
-            files_per_hour: 6,
-            late_share: 0.01,
-            double_encoded_share: 0.05,
-            seed: 7,
-        }
+        LogFileOptions { distribution: "E2REVOKDSAMPLE".into(), files_per_hour: 6, late_share: 0.01, double_encoded_share: 0.05, seed: 7 }
     }
 }
 
@@ -60,8 +54,17 @@ pub fn render_line(out: &mut Vec<u8>, r: &Request, traffic: &Traffic, rng: &mut 
         "video/mp4"
     };
     let error = r.status == 0 || r.status >= 500;
-    let result = if error { "Error" } else if path.ends_with(".m3u8") || path.ends_with(".mpd") { "Miss" } else if rng.u8(..10) < 9 { "Hit" } else { "Miss" };
-    let request_id: String = (0..56).map(|_| b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"[rng.usize(..64)] as char).collect();
+    let result = if error {
+        "Error"
+    } else if path.ends_with(".m3u8") || path.ends_with(".mpd") {
+        "Miss"
+    } else if rng.u8(..10) < 9 {
+        "Hit"
+    } else {
+        "Miss"
+    };
+    let request_id: String =
+        (0..56).map(|_| b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"[rng.usize(..64)] as char).collect();
     let ua = match r.user_agent {
         None => "-".to_string(),
         Some(ua) => {
@@ -115,11 +118,7 @@ pub fn write_files(traffic: &Traffic, dir: &Path, prefix: &str, options: &LogFil
     for r in &traffic.requests {
         let secs = r.ts.floor() as i64;
         let hour = secs.div_euclid(3600);
-        let delivery = if rng.f64() < options.late_share {
-            options.files_per_hour
-        } else {
-            (secs.rem_euclid(3600) / chunk) as usize
-        };
+        let delivery = if rng.f64() < options.late_share { options.files_per_hour } else { (secs.rem_euclid(3600) / chunk) as usize };
         groups.entry((hour, delivery)).or_default().push(r);
     }
     let mut paths = Vec::new();

@@ -10,8 +10,8 @@
 //! ground truth. Output is deterministic for a seed.
 
 pub mod logfile;
-pub mod replay;
 mod player;
+pub mod replay;
 
 use std::collections::HashMap;
 

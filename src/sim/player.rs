@@ -137,10 +137,8 @@ const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456
 
 impl<'a> Simulation<'a> {
     pub fn new(sc: &'a Scenario) -> Self {
-        let market_edges: Vec<usize> =
-            EDGES.iter().enumerate().filter(|(_, e)| e.country_code == sc.market).map(|(i, _)| i).collect();
-        let world_edges: Vec<usize> =
-            EDGES.iter().enumerate().filter(|(_, e)| e.country_code != sc.market).map(|(i, _)| i).collect();
+        let market_edges: Vec<usize> = EDGES.iter().enumerate().filter(|(_, e)| e.country_code == sc.market).map(|(i, _)| i).collect();
+        let world_edges: Vec<usize> = EDGES.iter().enumerate().filter(|(_, e)| e.country_code != sc.market).map(|(i, _)| i).collect();
         let mut sim = Simulation {
             sc,
             rng: fastrand::Rng::with_seed(sc.seed),
@@ -294,20 +292,39 @@ impl<'a> Simulation<'a> {
     fn browser_ua(&mut self) -> String {
         let chrome = self.rng.u32(118..132);
         match self.rng.u32(0..6) {
-            0 | 1 => format!("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{chrome}.0.0.0 Safari/537.36"),
-            2 => format!("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{chrome}.0.0.0 Safari/537.36"),
+            0 | 1 => format!(
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{chrome}.0.0.0 Safari/537.36"
+            ),
+            2 => format!(
+                "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{chrome}.0.0.0 Safari/537.36"
+            ),
             3 => format!("Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:{}.0) Gecko/20100101 Firefox/{}.0", chrome - 5, chrome - 5),
-            4 => format!("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{chrome}.0.0.0 Safari/537.36 Edg/{chrome}.0.0.0"),
+            4 => format!(
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{chrome}.0.0.0 Safari/537.36 Edg/{chrome}.0.0.0"
+            ),
             _ => format!("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{chrome}.0.0.0 Safari/537.36"),
         }
     }
 
     fn app_ua(&mut self) -> String {
         match self.rng.u32(0..5) {
-            0 => format!("StreamApp/5.{} (Linux; Android {}; Pixel {}) ExoPlayerLib/2.19.1", self.rng.u32(0..9), self.rng.u32(11..15), self.rng.u32(5..9)),
+            0 => format!(
+                "StreamApp/5.{} (Linux; Android {}; Pixel {}) ExoPlayerLib/2.19.1",
+                self.rng.u32(0..9),
+                self.rng.u32(11..15),
+                self.rng.u32(5..9)
+            ),
             1 => format!("Dalvik/2.1.0 (Linux; U; Android {}; SM-S91{}B Build/UP1A.231005.007)", self.rng.u32(12..15), self.rng.u32(1..9)),
-            2 => format!("Mozilla/5.0 (Web0S; Linux/SmartTV) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{}.0.0.0 Safari/537.36 WebAppManager", self.rng.u32(79..95)),
-            3 => format!("Mozilla/5.0 (SMART-TV; LINUX; Tizen {}.0) AppleWebKit/537.36 (KHTML, like Gecko) {}.0/{}.0 TV Safari/537.36", self.rng.u32(5..8), self.rng.u32(3..6), self.rng.u32(76..95)),
+            2 => format!(
+                "Mozilla/5.0 (Web0S; Linux/SmartTV) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{}.0.0.0 Safari/537.36 WebAppManager",
+                self.rng.u32(79..95)
+            ),
+            3 => format!(
+                "Mozilla/5.0 (SMART-TV; LINUX; Tizen {}.0) AppleWebKit/537.36 (KHTML, like Gecko) {}.0/{}.0 TV Safari/537.36",
+                self.rng.u32(5..8),
+                self.rng.u32(3..6),
+                self.rng.u32(76..95)
+            ),
             _ => format!("Roku/DVP-{}.0 ({}.0.0.{})", self.rng.u32(11..14), self.rng.u32(11..14), self.rng.u32(4000..4300)),
         }
     }
@@ -318,7 +335,9 @@ impl<'a> Simulation<'a> {
         let device = self.pick(&["iPhone", "iPad"]);
         let build = format!("{}{}{}", 19 + major - 15, self.pick(&["A", "B", "C", "D", "E", "F", "G"]), self.rng.u32(5..400));
         (
-            format!("Mozilla/5.0 ({device}; CPU {device} OS {major}_{minor} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{major}.{minor} Mobile/15E148 Safari/604.1"),
+            format!(
+                "Mozilla/5.0 ({device}; CPU {device} OS {major}_{minor} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{major}.{minor} Mobile/15E148 Safari/604.1"
+            ),
             format!("AppleCoreMedia/1.0.0.{build} ({device}; U; CPU OS {major}_{minor} like Mac OS X; en_us)"),
         )
     }
@@ -328,7 +347,13 @@ impl<'a> Simulation<'a> {
             0 | 1 => format!("Lavf/{}.{}.100", self.rng.u32(58..62), self.rng.u32(0..30)),
             2 => format!("VLC/3.0.{} LibVLC/3.0.{}", self.rng.u32(16..21), self.rng.u32(16..21)),
             3 => format!("curl/8.{}.0", self.rng.u32(0..11)),
-            4 => format!("Kodi/{}.{} (Linux; Android 12.0; SHIELD Android TV Build/SR1A.211012.001) Android/12.0.0 Sys_CPU/aarch64 App_Bitness/64 Version/{}.{}-(20.2.0)-Git:20230629-5f418d0b13", self.rng.u32(19..22), self.rng.u32(0..4), self.rng.u32(19..22), self.rng.u32(0..4)),
+            4 => format!(
+                "Kodi/{}.{} (Linux; Android 12.0; SHIELD Android TV Build/SR1A.211012.001) Android/12.0.0 Sys_CPU/aarch64 App_Bitness/64 Version/{}.{}-(20.2.0)-Git:20230629-5f418d0b13",
+                self.rng.u32(19..22),
+                self.rng.u32(0..4),
+                self.rng.u32(19..22),
+                self.rng.u32(0..4)
+            ),
             5 => format!("python-requests/2.{}.0", self.rng.u32(25..33)),
             6 => format!("streamlink/6.{}.0", self.rng.u32(0..9)),
             _ => "ffmpeg/6.1".to_string(),
@@ -336,17 +361,25 @@ impl<'a> Simulation<'a> {
     }
 
     fn site_referer(&mut self, content: Content) -> String {
-        format!("https://watch.example-stream.com{}", match content {
-            Content::Live { channel } => format!("/live/{}", channel + 1),
-            Content::Vod { title } => format!("/title/{}", title + 1),
-        })
+        format!(
+            "https://watch.example-stream.com{}",
+            match content {
+                Content::Live { channel } => format!("/live/{}", channel + 1),
+                Content::Vod { title } => format!("/title/{}", title + 1),
+            }
+        )
     }
 
     fn pirate_referer(&mut self) -> Option<String> {
         match self.rng.u32(0..5) {
             0 => None,
             1 => Some(format!("https://t.me/s/freesports{}", self.rng.u32(1..99))),
-            _ => Some(format!("https://{}-streams{}.example/watch/{}", self.pick(&["live", "free", "hd", "total"]), self.rng.u32(1..40), self.rng.u32(100..999))),
+            _ => Some(format!(
+                "https://{}-streams{}.example/watch/{}",
+                self.pick(&["live", "free", "hd", "total"]),
+                self.rng.u32(1..40),
+                self.rng.u32(100..999)
+            )),
         }
     }
 
@@ -555,7 +588,12 @@ impl<'a> Simulation<'a> {
             let home = self.home_edge(in_market);
             let mut viewer = self.device(content, home);
             match self.rng.u32(0..10) {
-                0..=1 => viewer.player_ua = { let ua = self.tool_ua(); self.opt(Some(ua)) },
+                0..=1 => {
+                    viewer.player_ua = {
+                        let ua = self.tool_ua();
+                        self.opt(Some(ua))
+                    }
+                }
                 2..=3 => {
                     let (page, media) = self.ios_uas();
                     viewer.page_ua = self.opt(Some(page));
@@ -692,11 +730,7 @@ impl<'a> Simulation<'a> {
         let mut first_media = None;
         while t < finish {
             // Channel surfing: short stays on several channels, then a longer one.
-            let stay_until = if quirks.surf && self.chance(0.85) {
-                (t + self.uniform(15.0, 240.0)).min(finish)
-            } else {
-                finish
-            };
+            let stay_until = if quirks.surf && self.chance(0.85) { (t + self.uniform(15.0, 240.0)).min(finish) } else { finish };
             let first = self.play_one(session, v, content, t, stay_until, quirks);
             first_media = first_media.or(first);
             t = stay_until + 0.5;

@@ -96,14 +96,12 @@ impl ParseCache {
         let stats = parsed.stats;
         let object = meta.location.to_string();
         tokio::task::spawn_blocking(move || {
-            let result = std::fs::create_dir_all(&dir)
-                .map_err(|e| format!("creating {}: {e}", dir.display()))
-                .and_then(|()| {
-                    // Written aside and renamed: a file under its final name is always whole.
-                    let tmp = path.with_extension("parquet.tmp");
-                    write_cached(&tmp, &batches, &stats)?;
-                    std::fs::rename(&tmp, &path).map_err(|e| format!("renaming into {}: {e}", path.display()))
-                });
+            let result = std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display())).and_then(|()| {
+                // Written aside and renamed: a file under its final name is always whole.
+                let tmp = path.with_extension("parquet.tmp");
+                write_cached(&tmp, &batches, &stats)?;
+                std::fs::rename(&tmp, &path).map_err(|e| format!("renaming into {}: {e}", path.display()))
+            });
             if let Err(message) = result {
                 tracing::warn!(object, error = %message, "could not write parse cache");
             }
@@ -162,8 +160,8 @@ fn write_cached(path: &Path, batches: &[RecordBatch], stats: &ParseStats) -> Res
     for field in STORED_SCHEMA.fields().iter().filter(|f| !matches!(f.data_type(), DataType::Dictionary(..))) {
         props = props.set_column_dictionary_enabled(field.name().as_str().into(), false);
     }
-    let mut writer = ArrowWriter::try_new(file, STORED_SCHEMA.clone(), Some(props.build()))
-        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    let mut writer =
+        ArrowWriter::try_new(file, STORED_SCHEMA.clone(), Some(props.build())).map_err(|e| format!("writing {}: {e}", path.display()))?;
     let stored: Vec<usize> = (0..STORED_SCHEMA.fields().len()).collect();
     for batch in batches {
         let batch = batch.project(&stored).map_err(|e| format!("writing {}: {e}", path.display()))?;
@@ -181,8 +179,7 @@ fn read_cached(path: &Path, file: File, from: i64, to: i64) -> Result<CacheHit, 
     if value("revokd.format").as_deref() != Some(CACHE_FORMAT) {
         return Err("written by another version".into());
     }
-    let stats: ParseStats = serde_json::from_str(&value(STATS_KEY).ok_or("no parse stats")?)
-        .map_err(|e| format!("parse stats: {e}"))?;
+    let stats: ParseStats = serde_json::from_str(&value(STATS_KEY).ok_or("no parse stats")?).map_err(|e| format!("parse stats: {e}"))?;
     // Field by field: the reader also carries the file's key-value metadata in its schema.
     if builder.schema().fields() != STORED_SCHEMA.fields() {
         return Err("schema differs from this version's".into());
@@ -206,8 +203,8 @@ fn read_cached(path: &Path, file: File, from: i64, to: i64) -> Result<CacheHit, 
     // The newest object of a window holds most of its rows: its row groups are decoded on
     // every core instead of one (the incremental run's read took ~40 % less).
     let options = parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_schema(builder.schema().clone());
-    let metadata = parquet::arrow::arrow_reader::ArrowReaderMetadata::try_new(builder.metadata().clone(), options)
-        .map_err(|e| e.to_string())?;
+    let metadata =
+        parquet::arrow::arrow_reader::ArrowReaderMetadata::try_new(builder.metadata().clone(), options).map_err(|e| e.to_string())?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let parts: Vec<Vec<usize>> = selected.chunks(selected.len().div_ceil(cores).max(1)).map(<[usize]>::to_vec).collect();
     let read_part = |groups: Vec<usize>, builder: ParquetRecordBatchReaderBuilder<File>| -> Result<Vec<RecordBatch>, String> {

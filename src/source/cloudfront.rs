@@ -87,9 +87,10 @@ pub fn with_path_parts(stored: &RecordBatch) -> Result<RecordBatch, arrow::error
         .column_by_name("object_path")
         .and_then(|c| c.as_dictionary_opt::<Int32Type>())
         .ok_or_else(|| arrow::error::ArrowError::SchemaError("object_path is not a dictionary of Int32 keys".into()))?;
-    let paths = object_path.values().as_string_opt::<i32>().ok_or_else(|| {
-        arrow::error::ArrowError::SchemaError("object_path values are not text".into())
-    })?;
+    let paths = object_path
+        .values()
+        .as_string_opt::<i32>()
+        .ok_or_else(|| arrow::error::ArrowError::SchemaError("object_path values are not text".into()))?;
     let parts: Vec<PathParts> = paths.iter().map(|path| PathParts::of(path.unwrap_or(""))).collect();
     // Each part's dictionary holds each distinct value once: a title or rendition repeats
     // across thousands of paths (every segment of it), and detection hashes, compares and
@@ -153,11 +154,7 @@ pub enum ParseError {
         source: std::io::Error,
     },
     #[error("{object}: line {line}: the #Fields header lacks `{field}`, which detection needs")]
-    MissingField {
-        object: String,
-        line: u64,
-        field: &'static str,
-    },
+    MissingField { object: String, line: u64, field: &'static str },
     #[error("{object}: building Arrow batch: {source}")]
     Arrow {
         object: String,
@@ -243,8 +240,7 @@ impl FieldMap {
     }
 }
 
-static CURRENT_FIELD_MAP: LazyLock<FieldMap> =
-    LazyLock::new(|| FieldMap::from_header(CURRENT_FIELDS).expect("current layout is complete"));
+static CURRENT_FIELD_MAP: LazyLock<FieldMap> = LazyLock::new(|| FieldMap::from_header(CURRENT_FIELDS).expect("current layout is complete"));
 
 /// Why a line was skipped; shown in the warning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -728,16 +724,10 @@ impl<'o> LogParser<'o> {
 }
 
 fn finish(builders: &mut Builders, object: &str) -> Result<RecordBatch, ParseError> {
-    builders
-        .finish()
-        .map_err(|source| ParseError::Arrow { object: object.to_string(), source })
+    builders.finish().map_err(|source| ParseError::Arrow { object: object.to_string(), source })
 }
 
-fn parse_entry<'a>(
-    line: &'a [u8],
-    map: &FieldMap,
-    days: &mut DayCache,
-) -> Result<Option<Entry<'a>>, Malformed> {
+fn parse_entry<'a>(line: &'a [u8], map: &FieldMap, days: &mut DayCache) -> Result<Option<Entry<'a>>, Malformed> {
     let mut fields = Fields::default();
     // One memchr call per field costs more than the field's content: the leading fields are
     // found one by one, the tabs of the rest are counted in one pass (the line must have the
@@ -757,20 +747,15 @@ fn parse_entry<'a>(
     let mut end = line.len();
     for i in (map.back_from..map.field_count).rev() {
         // Field i starts after the line's i-th tab; the count above guarantees it is there.
-        let value_start = if i == map.front_until {
-            start
-        } else {
-            memchr::memrchr(b'\t', &line[start..end]).map_or(start, |at| start + at + 1)
-        };
+        let value_start =
+            if i == map.front_until { start } else { memchr::memrchr(b'\t', &line[start..end]).map_or(start, |at| start + at + 1) };
         fields.set(map.role_at[i], &line[value_start..end]);
         end = value_start.saturating_sub(1);
     }
     let Fields { date, time, edge, bytes, ip, uri, status, referer, ua, range } = fields;
     // With the declared number of fields, every required role was seen (FieldMap checked the
     // header has them).
-    let (Some(date), Some(time), Some(uri), Some(ip), Some(status), Some(bytes)) =
-        (date, time, uri, ip, status, bytes)
-    else {
+    let (Some(date), Some(time), Some(uri), Some(ip), Some(status), Some(bytes)) = (date, time, uri, ip, status, bytes) else {
         unreachable!("FieldMap guarantees required fields")
     };
 
@@ -894,9 +879,7 @@ fn parse_u64(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 {
         return None;
     }
-    digits.iter().try_fold(0u64, |acc, &b| {
-        b.is_ascii_digit().then(|| acc * 10 + u64::from(b - b'0'))
-    })
+    digits.iter().try_fold(0u64, |acc, &b| b.is_ascii_digit().then(|| acc * 10 + u64::from(b - b'0')))
 }
 
 fn parse_status(v: &[u8]) -> Option<u16> {
@@ -950,9 +933,7 @@ fn parse_date(v: &[u8]) -> Option<i64> {
     let month = two_digits(&[*m1, *m2])?;
     let day = two_digits(&[*d1, *d2])?;
     let date = chrono::NaiveDate::from_ymd_opt(year as i32, month as u32, day as u32)?;
-    Some(i64::from(
-        (date - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid")).num_days() as i32,
-    ))
+    Some(i64::from((date - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid")).num_days() as i32))
 }
 
 #[cfg(test)]
@@ -976,10 +957,7 @@ mod tests {
     #[test]
     fn docs_example_has_no_session_lines_and_nothing_malformed() {
         let parsed = parse_log("docs.log", SAMPLE.as_bytes()).unwrap();
-        assert_eq!(
-            parsed.stats,
-            ParseStats { lines: 6, malformed_lines: 0, lines_without_session: 6, rows: 0 }
-        );
+        assert_eq!(parsed.stats, ParseStats { lines: 6, malformed_lines: 0, lines_without_session: 6, rows: 0 });
     }
 
     #[test]
@@ -1053,14 +1031,10 @@ d111111abcdef8.cloudfront.net\thttps\t89\t0.001\t-\tTLSv1.2\tECDHE-RSA-AES128-GC
         let bad_date = good.replacen("2026-11-20", "2026-13-40", 1);
         let bad_status = good.replacen("\t206\t", "\tOK\t", 1);
         let bad_bytes = good.replacen("\t2048\t", "\t2k\t", 1);
-        let text = format!(
-            "#Version: 1.0\n#Fields: {CURRENT_FIELDS}\n{good}\n{short}\n{bad_date}\n{bad_status}\n{bad_bytes}\n\n{good}\r\n"
-        );
+        let text =
+            format!("#Version: 1.0\n#Fields: {CURRENT_FIELDS}\n{good}\n{short}\n{bad_date}\n{bad_status}\n{bad_bytes}\n\n{good}\r\n");
         let parsed = parse_log("mixed.gz", text.as_bytes()).unwrap();
-        assert_eq!(
-            parsed.stats,
-            ParseStats { lines: 6, malformed_lines: 4, lines_without_session: 0, rows: 2 }
-        );
+        assert_eq!(parsed.stats, ParseStats { lines: 6, malformed_lines: 4, lines_without_session: 0, rows: 2 });
     }
 
     #[test]
@@ -1138,7 +1112,10 @@ d111111abcdef8.cloudfront.net\thttps\t89\t0.001\t-\tTLSv1.2\tECDHE-RSA-AES128-GC
         }
         text.push_str(&line);
         let parsed = parse_log("blocks.gz", text.as_bytes()).unwrap();
-        assert_eq!(parsed.stats, ParseStats { lines: count as u64 + 1, malformed_lines: 0, lines_without_session: 0, rows: count as u64 + 1 });
+        assert_eq!(
+            parsed.stats,
+            ParseStats { lines: count as u64 + 1, malformed_lines: 0, lines_without_session: 0, rows: count as u64 + 1 }
+        );
         // Reading on its own thread hands the parser the same lines: same rows, same batches.
         let pipelined = parse_log_pipelined("blocks.gz", text.as_bytes()).unwrap();
         assert_eq!(pipelined.stats, parsed.stats);

@@ -107,45 +107,40 @@ pub struct LogSource {
 
 impl LogSource {
     pub fn from_config(config: &LogsConfig, state_dir: &std::path::Path) -> Result<Self, SourceError> {
-        let (store, prefix, location, ordered_listing): (Arc<dyn ObjectStore>, _, _, _) =
-            match &config.location {
-                LogLocation::Local(dir) => {
-                    let location = format!("file://{}", dir.display());
-                    let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)
-                        .map_err(|source| SourceError::Open { location: location.clone(), source })?;
-                    (Arc::new(fs), ObjectPath::default(), location, false)
+        let (store, prefix, location, ordered_listing): (Arc<dyn ObjectStore>, _, _, _) = match &config.location {
+            LogLocation::Local(dir) => {
+                let location = format!("file://{}", dir.display());
+                let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)
+                    .map_err(|source| SourceError::Open { location: location.clone(), source })?;
+                (Arc::new(fs), ObjectPath::default(), location, false)
+            }
+            LogLocation::S3 { bucket, prefix } => {
+                let location = format!("s3://{bucket}/{prefix}");
+                // Credentials and defaults come from the standard AWS environment.
+                let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    // Transient errors (5xx, SlowDown, timeouts) are retried with
+                    // exponential backoff; a range that still fails fails the run, which
+                    // the next scheduled run repeats.
+                    .with_retry(object_store::RetryConfig {
+                        backoff: object_store::BackoffConfig::default(),
+                        max_retries: config.max_retries,
+                        retry_timeout: Duration::from_secs(180),
+                    });
+                if let Some(region) = &config.region {
+                    builder = builder.with_region(region);
                 }
-                LogLocation::S3 { bucket, prefix } => {
-                    let location = format!("s3://{bucket}/{prefix}");
-                    // Credentials and defaults come from the standard AWS environment.
-                    let mut builder = object_store::aws::AmazonS3Builder::from_env()
-                        .with_bucket_name(bucket)
-                        // Transient errors (5xx, SlowDown, timeouts) are retried with
-                        // exponential backoff; a range that still fails fails the run, which
-                        // the next scheduled run repeats.
-                        .with_retry(object_store::RetryConfig {
-                            backoff: object_store::BackoffConfig::default(),
-                            max_retries: config.max_retries,
-                            retry_timeout: Duration::from_secs(180),
-                        });
-                    if let Some(region) = &config.region {
-                        builder = builder.with_region(region);
-                    }
-                    if let Some(endpoint) = &config.endpoint {
-                        // S3-compatible stores and emulators address buckets by path.
-                        builder = builder
-                            .with_endpoint(endpoint)
-                            .with_virtual_hosted_style_request(false);
-                    }
-                    if config.allow_http {
-                        builder = builder.with_allow_http(true);
-                    }
-                    let s3 = builder
-                        .build()
-                        .map_err(|source| SourceError::Open { location: location.clone(), source })?;
-                    (Arc::new(s3), ObjectPath::from(prefix.as_str()), location, true)
+                if let Some(endpoint) = &config.endpoint {
+                    // S3-compatible stores and emulators address buckets by path.
+                    builder = builder.with_endpoint(endpoint).with_virtual_hosted_style_request(false);
                 }
-            };
+                if config.allow_http {
+                    builder = builder.with_allow_http(true);
+                }
+                let s3 = builder.build().map_err(|source| SourceError::Open { location: location.clone(), source })?;
+                (Arc::new(s3), ObjectPath::from(prefix.as_str()), location, true)
+            }
+        };
         Ok(LogSource {
             store,
             prefix,
@@ -340,7 +335,12 @@ impl LogSource {
 
     /// One object's rows, from the parse cache or fetched and parsed; `progress` counts its
     /// compressed bytes as they are read.
-    async fn load_object(&self, meta: ObjectMeta, window: &Window, progress: Option<&indicatif::ProgressBar>) -> Result<LoadedObject, SourceError> {
+    async fn load_object(
+        &self,
+        meta: ObjectMeta,
+        window: &Window,
+        progress: Option<&indicatif::ProgressBar>,
+    ) -> Result<LoadedObject, SourceError> {
         let object = meta.location.to_string();
         if let Some(cache) = &self.cache
             && let Some(hit) = cache.get(&meta, window).await
@@ -389,9 +389,11 @@ impl Progress {
     fn new(objects: &[ObjectMeta]) -> Self {
         let bar = indicatif::ProgressBar::new(objects.iter().map(|o| o.size).sum());
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} reading logs [{bar:30}] {binary_bytes}/{binary_total_bytes}, {msg} ({elapsed})")
-                .map(|style| style.progress_chars("=> "))
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{spinner} reading logs [{bar:30}] {binary_bytes}/{binary_total_bytes}, {msg} ({elapsed})",
+            )
+            .map(|style| style.progress_chars("=> "))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         let progress = Progress { bar, objects: objects.len(), done: AtomicU64::new(0), lines: AtomicU64::new(0) };
         progress.show(0, 0);
@@ -545,10 +547,11 @@ pub fn parse_reader(object: &str, mut body: impl std::io::BufRead + Send) -> Res
     // A stream may deliver its first bytes one at a time: read the two magic bytes for sure,
     // then put them back in front.
     let mut magic = Vec::with_capacity(2);
-    (&mut body)
-        .take(2)
-        .read_to_end(&mut magic)
-        .map_err(|source| cloudfront::ParseError::Io { object: object.to_string(), line: 1, source })?;
+    (&mut body).take(2).read_to_end(&mut magic).map_err(|source| cloudfront::ParseError::Io {
+        object: object.to_string(),
+        line: 1,
+        source,
+    })?;
     let gzip = magic == [0x1f, 0x8b];
     let body = std::io::Cursor::new(magic).chain(body);
     if gzip {
@@ -580,30 +583,57 @@ mod tests {
     }
 
     impl CountingStore {
-        fn counted(&self, listing: futures::stream::BoxStream<'static, object_store::Result<ObjectMeta>>) -> futures::stream::BoxStream<'static, object_store::Result<ObjectMeta>> {
+        fn counted(
+            &self,
+            listing: futures::stream::BoxStream<'static, object_store::Result<ObjectMeta>>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<ObjectMeta>> {
             let keys_listed = self.keys_listed.clone();
-            listing.inspect(move |_| { keys_listed.fetch_add(1, Ordering::Relaxed); }).boxed()
+            listing
+                .inspect(move |_| {
+                    keys_listed.fetch_add(1, Ordering::Relaxed);
+                })
+                .boxed()
         }
     }
 
     #[async_trait::async_trait]
     impl ObjectStore for CountingStore {
-        async fn put_opts(&self, location: &ObjectPath, payload: object_store::PutPayload, opts: object_store::PutOptions) -> object_store::Result<object_store::PutResult> {
+        async fn put_opts(
+            &self,
+            location: &ObjectPath,
+            payload: object_store::PutPayload,
+            opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
             self.inner.put_opts(location, payload, opts).await
         }
-        async fn put_multipart_opts(&self, location: &ObjectPath, opts: object_store::PutMultipartOptions) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        async fn put_multipart_opts(
+            &self,
+            location: &ObjectPath,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
             self.inner.put_multipart_opts(location, opts).await
         }
-        async fn get_opts(&self, location: &ObjectPath, options: object_store::GetOptions) -> object_store::Result<object_store::GetResult> {
+        async fn get_opts(
+            &self,
+            location: &ObjectPath,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
             self.inner.get_opts(location, options).await
         }
-        fn delete_stream(&self, locations: futures::stream::BoxStream<'static, object_store::Result<ObjectPath>>) -> futures::stream::BoxStream<'static, object_store::Result<ObjectPath>> {
+        fn delete_stream(
+            &self,
+            locations: futures::stream::BoxStream<'static, object_store::Result<ObjectPath>>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<ObjectPath>> {
             self.inner.delete_stream(locations)
         }
         fn list(&self, prefix: Option<&ObjectPath>) -> futures::stream::BoxStream<'static, object_store::Result<ObjectMeta>> {
             self.counted(self.inner.list(prefix))
         }
-        fn list_with_offset(&self, prefix: Option<&ObjectPath>, offset: &ObjectPath) -> futures::stream::BoxStream<'static, object_store::Result<ObjectMeta>> {
+        fn list_with_offset(
+            &self,
+            prefix: Option<&ObjectPath>,
+            offset: &ObjectPath,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<ObjectMeta>> {
             self.counted(self.inner.list_with_offset(prefix, offset))
         }
         async fn list_with_delimiter(&self, prefix: Option<&ObjectPath>) -> object_store::Result<object_store::ListResult> {

@@ -80,11 +80,7 @@ pub fn hour_stamp(hour: HourIndex) -> String {
 /// The key prefix of a distribution's files for an hour: `<prefix>/<DIST>.YYYY-MM-DD-HH`.
 pub fn hour_key(prefix: &ObjectPath, distribution: &str, hour: HourIndex) -> String {
     let stamp = hour_stamp(hour);
-    if prefix.as_ref().is_empty() {
-        format!("{distribution}.{stamp}")
-    } else {
-        format!("{prefix}/{distribution}.{stamp}")
-    }
+    if prefix.as_ref().is_empty() { format!("{distribution}.{stamp}") } else { format!("{prefix}/{distribution}.{stamp}") }
 }
 
 #[cfg(test)]

@@ -14,9 +14,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
-    Projection, ProjectionType, PutRequest, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
-    TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem, Update, WriteRequest,
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    PutRequest, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem,
+    Update, WriteRequest,
 };
 use chrono::{DateTime, Utc};
 
@@ -124,8 +124,6 @@ fn key_schema(keys: &[KeySpec]) -> Vec<KeySchemaElement> {
         .collect()
 }
 
-
-
 fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
@@ -135,13 +133,7 @@ fn s(v: impl Into<String>) -> AttributeValue {
 }
 
 fn signals_value(signals: &BTreeMap<String, f64>) -> AttributeValue {
-    AttributeValue::M(
-        signals
-            .iter()
-            .filter(|(_, v)| v.is_finite())
-            .map(|(k, v)| (k.clone(), n(v)))
-            .collect(),
-    )
+    AttributeValue::M(signals.iter().filter(|(_, v)| v.is_finite()).map(|(k, v)| (k.clone(), n(v))).collect())
 }
 
 impl DynamoStore {
@@ -184,10 +176,7 @@ impl DynamoStore {
         let key = item.get("session_id").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
         let bad = |message: String| StoreError::BadItem { table: self.table.clone(), key: key.clone(), message };
         let text = |name: &str| -> Result<String, StoreError> {
-            item.get(name)
-                .and_then(|v| v.as_s().ok())
-                .cloned()
-                .ok_or_else(|| bad(format!("attribute `{name}` missing or not a string")))
+            item.get(name).and_then(|v| v.as_s().ok()).cloned().ok_or_else(|| bad(format!("attribute `{name}` missing or not a string")))
         };
         let number = |name: &str| -> Result<Option<f64>, StoreError> {
             match item.get(name) {
@@ -201,9 +190,7 @@ impl DynamoStore {
             }
         };
         let time = |name: &str| -> Result<DateTime<Utc>, StoreError> {
-            number(name)?
-                .map(|v| from_epoch(v as i64))
-                .ok_or_else(|| bad(format!("attribute `{name}` missing")))
+            number(name)?.map(|v| from_epoch(v as i64)).ok_or_else(|| bad(format!("attribute `{name}` missing")))
         };
         let kind = text("type")?;
         let mut signals = BTreeMap::new();
@@ -280,9 +267,7 @@ impl DynamoStore {
         }
         // The same rule as the embedded store: replace nothing in force but our own kinds.
         let condition = match kind {
-            EntryKind::Auto => {
-                "attribute_not_exists(#session_id) OR #type = :auto OR #type = :held OR #expires_at <= :now"
-            }
+            EntryKind::Auto => "attribute_not_exists(#session_id) OR #type = :auto OR #type = :held OR #expires_at <= :now",
             _ => {
                 values.remove(":auto");
                 "attribute_not_exists(#session_id) OR #type = :held OR #expires_at <= :now"
@@ -335,12 +320,10 @@ impl DynamoStore {
             .send()
             .await
             .map_err(|e| self.err("DescribeTimeToLive", describe(&e)))?;
-        let enabled = ttl
-            .time_to_live_description()
-            .is_some_and(|d| {
-                matches!(d.time_to_live_status(), Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling))
-                    && d.attribute_name() == Some(attribute)
-            });
+        let enabled = ttl.time_to_live_description().is_some_and(|d| {
+            matches!(d.time_to_live_status(), Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling))
+                && d.attribute_name() == Some(attribute)
+        });
         if !enabled {
             self.client
                 .update_time_to_live()
@@ -389,9 +372,7 @@ impl RevocationStore for DynamoStore {
                         .index_name(&i.index_name)
                         .set_key_schema(Some(key_schema(&i.key_schema)))
                         .projection(
-                            Projection::builder()
-                                .projection_type(ProjectionType::from(i.projection.projection_type.as_str()))
-                                .build(),
+                            Projection::builder().projection_type(ProjectionType::from(i.projection.projection_type.as_str())).build(),
                         )
                         .build()
                         .expect("set")
@@ -532,13 +513,8 @@ impl RevocationStore for DynamoStore {
 impl DynamoStore {
     async fn wait_active(&self) -> Result<(), StoreError> {
         for _ in 0..120 {
-            let d = self
-                .client
-                .describe_table()
-                .table_name(&self.table)
-                .send()
-                .await
-                .map_err(|e| self.err("DescribeTable", describe(&e)))?;
+            let d =
+                self.client.describe_table().table_name(&self.table).send().await.map_err(|e| self.err("DescribeTable", describe(&e)))?;
             let status = d.table().and_then(|t| t.table_status()).map(|s| s.as_str().to_string());
             if status.as_deref() == Some("ACTIVE") {
                 return Ok(());

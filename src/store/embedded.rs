@@ -37,8 +37,7 @@ impl EmbeddedStore {
         // a CLI write wait for a run's transaction instead of failing.
         conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| err(e.to_string()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| err(e.to_string()))?;
-        let mut store =
-            EmbeddedStore { path: path.to_path_buf(), conn: Arc::new(Mutex::new(conn)), migrated_on_open: false };
+        let mut store = EmbeddedStore { path: path.to_path_buf(), conn: Arc::new(Mutex::new(conn)), migrated_on_open: false };
         store.migrated_on_open = store.apply_migrations()?;
         Ok(store)
     }
@@ -53,10 +52,7 @@ impl EmbeddedStore {
         let applied: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(|e| self.err(e))?;
         let applied = usize::try_from(applied).unwrap_or(usize::MAX);
         if applied > MIGRATIONS.len() {
-            return Err(self.err(format!(
-                "schema version {applied} is newer than this revokd knows ({})",
-                MIGRATIONS.len()
-            )));
+            return Err(self.err(format!("schema version {applied} is newer than this revokd knows ({})", MIGRATIONS.len())));
         }
         for sql in &MIGRATIONS[applied..] {
             tx.execute_batch(sql).map_err(|e| self.err(e))?;
@@ -88,9 +84,7 @@ impl EmbeddedStore {
             let id: String = r.get(0)?;
             let kind: String = r.get(1)?;
             let signals: String = r.get(4)?;
-            let bad = |what: String| {
-                rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, what.into())
-            };
+            let bad = |what: String| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, what.into());
             Ok(Revocation {
                 session_id: id.clone(),
                 kind: EntryKind::parse(&kind).ok_or_else(|| bad(format!("unknown type {kind}")))?,
@@ -156,15 +150,12 @@ impl RevocationStore for EmbeddedStore {
                 let mut upsert = tx.prepare_cached(&sql)?;
                 let mut existing = tx.prepare_cached("SELECT type FROM revocations WHERE session_id = ?1")?;
                 for (id, score, reason, signals) in &rows {
-                    let changed = upsert.execute(params![
-                        id.as_str(), kind, reason, score, signals, now_s, exp_s, run_id
-                    ])?;
+                    let changed = upsert.execute(params![id.as_str(), kind, reason, score, signals, now_s, exp_s, run_id])?;
                     if changed > 0 {
                         outcome.written.push(id.clone());
                         continue;
                     }
-                    let blocker: Option<String> =
-                        existing.query_row([id.as_str()], |r| r.get(0)).optional()?;
+                    let blocker: Option<String> = existing.query_row([id.as_str()], |r| r.get(0)).optional()?;
                     match blocker.as_deref().and_then(EntryKind::parse) {
                         Some(EntryKind::Manual) => outcome.protected_manual.push(id.clone()),
                         Some(EntryKind::Unrevoked) => outcome.in_cooldown.push(id.clone()),
@@ -208,10 +199,7 @@ impl RevocationStore for EmbeddedStore {
     }
 
     async fn list_all(&self) -> Result<Vec<Revocation>, StoreError> {
-        self.with_conn(|c| {
-            Self::query(c, &format!("SELECT {COLUMNS} FROM revocations ORDER BY session_id"), [])
-        })
-        .await
+        self.with_conn(|c| Self::query(c, &format!("SELECT {COLUMNS} FROM revocations ORDER BY session_id"), [])).await
     }
 
     async fn active(&self, now: DateTime<Utc>) -> Result<Vec<Revocation>, StoreError> {
@@ -231,11 +219,8 @@ impl RevocationStore for EmbeddedStore {
 
     async fn get(&self, session_id: &SessionId) -> Result<Option<Revocation>, StoreError> {
         let id = session_id.as_str().to_string();
-        let found = self
-            .with_conn(move |c| {
-                Self::query(c, &format!("SELECT {COLUMNS} FROM revocations WHERE session_id = ?1"), [id])
-            })
-            .await?;
+        let found =
+            self.with_conn(move |c| Self::query(c, &format!("SELECT {COLUMNS} FROM revocations WHERE session_id = ?1"), [id])).await?;
         Ok(found.into_iter().next())
     }
 }

@@ -126,20 +126,11 @@ pub enum StoreError {
     #[error("embedded store {path}: {message}")]
     Embedded { path: String, message: String },
     #[error("DynamoDB table {table}: {operation}: {message}")]
-    Dynamo {
-        table: String,
-        operation: &'static str,
-        message: String,
-    },
+    Dynamo { table: String, operation: &'static str, message: String },
     #[error("DynamoDB table {table}: item {key}: {message}")]
     BadItem { table: String, key: String, message: String },
     #[error("DynamoDB table {table}: {operation} still had {left} unprocessed items after {attempts} attempts")]
-    Unprocessed {
-        table: String,
-        operation: &'static str,
-        left: usize,
-        attempts: u32,
-    },
+    Unprocessed { table: String, operation: &'static str, left: usize, attempts: u32 },
 }
 
 #[async_trait]

@@ -217,9 +217,8 @@ pub struct Emulator {
 
 /// The moto endpoint started by `scripts/test`.
 pub fn emulator() -> Emulator {
-    let endpoint = std::env::var("REVOKD_TEST_AWS_ENDPOINT").expect(
-        "REVOKD_TEST_AWS_ENDPOINT is not set: run the suite with scripts/test, which starts the moto emulator",
-    );
+    let endpoint = std::env::var("REVOKD_TEST_AWS_ENDPOINT")
+        .expect("REVOKD_TEST_AWS_ENDPOINT is not set: run the suite with scripts/test, which starts the moto emulator");
     let bucket = std::env::var("REVOKD_TEST_BUCKET").unwrap_or_else(|_| "revokd-test-logs".into());
     Emulator { endpoint, bucket }
 }
@@ -276,16 +275,7 @@ impl Emulator {
 
     /// `(lock token, [(name, priority, search string)])` of a rule group.
     pub async fn rules(&self, name: &str, id: &str) -> (String, Vec<(String, i32, String)>) {
-        let out = self
-            .waf()
-            .await
-            .get_rule_group()
-            .name(name)
-            .id(id)
-            .scope(aws_sdk_wafv2::types::Scope::Cloudfront)
-            .send()
-            .await
-            .unwrap();
+        let out = self.waf().await.get_rule_group().name(name).id(id).scope(aws_sdk_wafv2::types::Scope::Cloudfront).send().await.unwrap();
         let rules = out
             .rule_group
             .unwrap()
@@ -304,12 +294,12 @@ impl Emulator {
     }
 
     /// Every item of a table as `session_id -> attributes`.
-    pub async fn items(&self, table: &str) -> std::collections::BTreeMap<String, std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    pub async fn items(
+        &self,
+        table: &str,
+    ) -> std::collections::BTreeMap<String, std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
         let out = self.dynamodb().await.scan().table_name(table).send().await.unwrap();
-        out.items()
-            .iter()
-            .map(|i| (i["session_id"].as_s().unwrap().clone(), i.clone()))
-            .collect()
+        out.items().iter().map(|i| (i["session_id"].as_s().unwrap().clone(), i.clone())).collect()
     }
 
     /// A config for S3 logs under `prefix`, a DynamoDB table and a rule group.

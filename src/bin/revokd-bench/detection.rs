@@ -28,7 +28,9 @@ pub async fn detection(args: DetectionArgs) -> Result<(), String> {
         for p in &args.params {
             let (k, v) = p.split_once('=').ok_or_else(|| format!("--param {p}: expected name=value"))?;
             if query.declared.contains_key(k) {
-                let value = v.parse::<i64>().map(toml::Value::Integer)
+                let value = v
+                    .parse::<i64>()
+                    .map(toml::Value::Integer)
                     .or_else(|_| v.parse::<f64>().map(toml::Value::Float))
                     .unwrap_or_else(|_| toml::Value::String(v.to_string()));
                 overrides.insert(k.to_string(), value);
@@ -57,7 +59,15 @@ pub async fn detection(args: DetectionArgs) -> Result<(), String> {
         for r in &runs {
             for (id, t, score) in &r.traces {
                 let truth = traffic.truth_of(id).map(|s| format!("{:?}", s.truth)).unwrap_or_default();
-                println!("trace {} {id} @{}: score {:?} flagged {} {truth}\n    {:?}\n    {:?}", r.name, t - scenario.start, score.score, score.flagged, score.reasons, score.signals);
+                println!(
+                    "trace {} {id} @{}: score {:?} flagged {} {truth}\n    {:?}\n    {:?}",
+                    r.name,
+                    t - scenario.start,
+                    score.score,
+                    score.flagged,
+                    score.reasons,
+                    score.signals
+                );
             }
         }
         for (evaluation, runs) in evaluations.iter_mut().zip(&runs) {
@@ -94,33 +104,57 @@ fn print_detection(args: &DetectionArgs, evaluations: &[revokd::sim::replay::Eva
     row("recall", evaluations.iter().map(|e| format!("{:.4}", e.recall())).collect());
     row("  leaks caught", evaluations.iter().map(|e| format!("{}/{}", e.leaks_caught, e.leaks)).collect());
     row("  restreamers caught", evaluations.iter().map(|e| format!("{}/{}", e.restreamers_caught, e.restreamers)).collect());
-    row("honest sessions blocked", evaluations.iter().map(|e| {
-        let (b, t): (usize, usize) = e.honest.values().fold((0, 0), |a, v| (a.0 + v.0, a.1 + v.1));
-        format!("{b}/{t} ({:.2}%)", 100.0 * b as f64 / t.max(1) as f64)
-    }).collect());
+    row(
+        "honest sessions blocked",
+        evaluations
+            .iter()
+            .map(|e| {
+                let (b, t): (usize, usize) = e.honest.values().fold((0, 0), |a, v| (a.0 + v.0, a.1 + v.1));
+                format!("{b}/{t} ({:.2}%)", 100.0 * b as f64 / t.max(1) as f64)
+            })
+            .collect(),
+    );
     if let Some(first) = evaluations.first() {
         for behaviour in first.honest.keys() {
-            row(&format!("  {}", behaviour.name()), evaluations.iter().map(|e| {
-                let (b, t) = e.honest.get(behaviour).copied().unwrap_or_default();
-                format!("{b}/{t} ({:.2}%)", 100.0 * b as f64 / t.max(1) as f64)
-            }).collect());
+            row(
+                &format!("  {}", behaviour.name()),
+                evaluations
+                    .iter()
+                    .map(|e| {
+                        let (b, t) = e.honest.get(behaviour).copied().unwrap_or_default();
+                        format!("{b}/{t} ({:.2}%)", 100.0 * b as f64 / t.max(1) as f64)
+                    })
+                    .collect(),
+            );
         }
     }
-    row("worst behaviour blocked", evaluations.iter().map(|e| {
-        let (b, share) = e.worst_honest_share();
-        format!("{:.2}% {}", share * 100.0, b.name())
-    }).collect());
+    row(
+        "worst behaviour blocked",
+        evaluations
+            .iter()
+            .map(|e| {
+                let (b, share) = e.worst_honest_share();
+                format!("{:.2}% {}", share * 100.0, b.name())
+            })
+            .collect(),
+    );
     row("leaks reaching 3 viewers", evaluations.iter().map(|e| e.latencies.len().to_string()).collect());
     row("  revoked within one run", evaluations.iter().map(|e| format!("{:.1}%", e.within_one_run() * 100.0)).collect());
     let secs = |v: Option<i64>| v.map_or("never".to_string(), |s| format!("{s} s"));
     row("  time to revoke, median", evaluations.iter().map(|e| secs(e.latency_percentile(0.5))).collect());
     row("  time to revoke, p95", evaluations.iter().map(|e| secs(e.latency_percentile(0.95))).collect());
     row("  time to revoke, max", evaluations.iter().map(|e| secs(e.latency_percentile(1.0))).collect());
-    row("analysis per run, median", evaluations.iter().map(|e| {
-        let mut v = e.analyse_ms.clone();
-        v.sort_by(f64::total_cmp);
-        format!("{:.0} ms", v.get(v.len() / 2).copied().unwrap_or(0.0))
-    }).collect());
+    row(
+        "analysis per run, median",
+        evaluations
+            .iter()
+            .map(|e| {
+                let mut v = e.analyse_ms.clone();
+                v.sort_by(f64::total_cmp);
+                format!("{:.0} ms", v.get(v.len() / 2).copied().unwrap_or(0.0))
+            })
+            .collect(),
+    );
     if args.verbose {
         for (name, e) in names.iter().zip(evaluations) {
             for (b, id) in &e.false_positive_examples {
@@ -128,7 +162,10 @@ fn print_detection(args: &DetectionArgs, evaluations: &[revokd::sim::replay::Eva
             }
             for (id, live, peak, late) in &e.slow_leaks {
                 let kind = if *live { "live" } else { "vod" };
-                println!("{name}: leak {id} ({kind}, peak {peak} viewers) revoked {}", late.map_or("never".into(), |l| format!("{l} s after reaching 3 viewers")));
+                println!(
+                    "{name}: leak {id} ({kind}, peak {peak} viewers) revoked {}",
+                    late.map_or("never".into(), |l| format!("{l} s after reaching 3 viewers"))
+                );
             }
         }
     }

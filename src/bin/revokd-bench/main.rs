@@ -226,7 +226,6 @@ fn main() -> ExitCode {
     }
 }
 
-
 fn profile(config: &std::path::Path, now: DateTime<Utc>) -> Result<(), String> {
     let config = revokd::config::Config::load(Some(config)).map_err(|e| e.to_string())?;
     // Shows the time of each statement that materialises a table.

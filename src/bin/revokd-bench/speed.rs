@@ -217,7 +217,9 @@ fn decompress_all(files: &[PathBuf], threads: usize, count_lines: bool) -> Resul
 fn revokd_binary() -> Result<PathBuf, String> {
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     let path = me.with_file_name("revokd");
-    path.exists().then_some(path).ok_or_else(|| "revokd binary not found next to revokd-bench: build both (cargo build --release --bins)".into())
+    path.exists()
+        .then_some(path)
+        .ok_or_else(|| "revokd binary not found next to revokd-bench: build both (cargo build --release --bins)".into())
 }
 
 fn rfc3339(epoch: i64) -> String {
@@ -225,7 +227,15 @@ fn rfc3339(epoch: i64) -> String {
 }
 
 /// `revokd run` in its own state directory: `cold` wipes the state (and parse cache) first.
-fn revokd_run(args: &SpeedArgs, name: &str, logs: &Path, query: &str, lookback: &str, now: i64, cold: bool) -> Result<(Measurement, serde_json::Value), String> {
+fn revokd_run(
+    args: &SpeedArgs,
+    name: &str,
+    logs: &Path,
+    query: &str,
+    lookback: &str,
+    now: i64,
+    cold: bool,
+) -> Result<(Measurement, serde_json::Value), String> {
     let dir = args.dir.join("runs").join(name);
     if cold {
         let _ = std::fs::remove_dir_all(&dir);
@@ -238,7 +248,18 @@ fn revokd_run(args: &SpeedArgs, name: &str, logs: &Path, query: &str, lookback: 
     std::fs::write(dir.join("revokd.toml"), config).map_err(|e| e.to_string())?;
     let m = measure(
         Command::new(revokd_binary()?)
-            .args(["run", "--config", "revokd.toml", "--now", &rfc3339(now), "--dry-run", "--report", "report.json", "--log-format", "json"])
+            .args([
+                "run",
+                "--config",
+                "revokd.toml",
+                "--now",
+                &rfc3339(now),
+                "--dry-run",
+                "--report",
+                "report.json",
+                "--log-format",
+                "json",
+            ])
             .current_dir(&dir)
             .env("RUST_LOG", "warn")
             .stderr(std::process::Stdio::null()),
@@ -250,7 +271,10 @@ fn revokd_run(args: &SpeedArgs, name: &str, logs: &Path, query: &str, lookback: 
 
 /// The analysis stage's duration from a run's report.
 fn analyse_stage(report: &serde_json::Value) -> Result<Duration, String> {
-    report["stages"]["analyse_ms"].as_u64().map(Duration::from_millis).ok_or_else(|| format!("no stages.analyse_ms in the run's report: {report}"))
+    report["stages"]["analyse_ms"]
+        .as_u64()
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("no stages.analyse_ms in the run's report: {report}"))
 }
 
 fn duckdb_venv(args: &SpeedArgs) -> Result<PathBuf, String> {
@@ -402,7 +426,9 @@ pub fn speed(args: SpeedArgs) -> Result<(), String> {
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|info| info.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
+        .and_then(|info| {
+            info.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
+        })
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
