@@ -24,7 +24,7 @@ struct Cli {
 enum Command {
     /// Write CloudFront log files (gzip, named as CloudFront names them) and a ground-truth JSON.
     Generate {
-        /// Directory to write into: logs under <out>/<prefix>/, the truth in <out>/truth.json.
+        /// Directory to write into: logs under OUT/PREFIX/, the truth in OUT/truth.json.
         #[arg(long)]
         out: PathBuf,
         #[arg(long, default_value = "logs")]
@@ -46,7 +46,7 @@ enum Command {
         seed: u64,
         #[arg(long, default_value = "E2REVOKDSAMPLE")]
         distribution: String,
-        /// Where to write the ground truth (default: <out>/truth.json).
+        /// Where to write the ground truth (default: OUT/truth.json).
         #[arg(long)]
         truth: Option<PathBuf>,
     },
