@@ -54,12 +54,18 @@
 -- dictionary by turning every row into its row format, a copy of each row's agent.
 CREATE TABLE user_agents AS
 SELECT key64(user_agent) AS ua, CAST(user_agent AS VARCHAR) AS agent
-FROM (SELECT DISTINCT arrow_cast(user_agent, 'Utf8View') AS user_agent FROM requests WHERE user_agent IS NOT NULL);
+FROM (
+    SELECT DISTINCT arrow_cast(user_agent, 'Utf8View') AS user_agent
+    FROM requests
+    WHERE user_agent IS NOT NULL AND epoch_s >= $window_start AND epoch_s < $window_end
+);
 
 -- Session ids as text, once per session: the tables below carry the 64-bit key alone.
+-- Both tables hold only the window's values: a run that parses whole hour files for a
+-- shorter window (a first run, or a late file) has most of its rows outside the window.
 CREATE TABLE session_ids AS
 SELECT key64(session_id) AS session, CAST(session_id AS VARCHAR) AS session_id
-FROM (SELECT DISTINCT session_id FROM requests);
+FROM (SELECT DISTINCT session_id FROM requests WHERE epoch_s >= $window_start AND epoch_s < $window_end);
 
 CREATE TABLE positioned AS
 WITH media AS (
