@@ -25,8 +25,11 @@
 -- A key stands for its value: two different values share one with probability about
 -- n^2 / 2^65 for n distinct values.
 CREATE TABLE session_ids AS
-SELECT key64(session_id) AS session, CAST(session_id AS VARCHAR) AS session_id
-FROM (SELECT DISTINCT session_id FROM requests WHERE epoch_s >= $window_start AND epoch_s < $window_end);
+SELECT key64(session_id) AS session, session_id
+FROM (
+    SELECT unnest(ids) AS session_id
+    FROM (SELECT distinct_values(session_id) AS ids FROM requests WHERE epoch_s >= $window_start AND epoch_s < $window_end)
+);
 
 WITH delivered AS (
     -- An absent referer or agent (`-` in the log, NULL here) is a value of its own, as the

@@ -15,6 +15,7 @@
 //! once (DataFusion inlines a CTE at every reference, recomputing it each time). The last
 //! statement returns the sessions.
 
+mod distinct_values;
 mod key64;
 mod median;
 mod query;
@@ -221,6 +222,7 @@ impl Analyzer {
         ctx.register_table("edge_locations", edge_table().map_err(|e| self.err(e))?).map_err(|e| self.err(e))?;
         ctx.register_udf(key64::key64_udf());
         ctx.register_udaf(median::median_udaf());
+        ctx.register_udaf(distinct_values::distinct_values_udaf());
         Ok((ctx, requests))
     }
 
