@@ -290,13 +290,7 @@ fn revokd_run(
 /// `revokd run` in a process of its own also pays for starting (loading the binary, the
 /// runtime, the store) and for its first run's cold caches. Wall and CPU time are the
 /// measured run's; the peak RSS is the process's, both runs'.
-fn scheduled_run(
-    args: &SpeedArgs,
-    logs: &Path,
-    older: &[PathBuf],
-    all: &[PathBuf],
-    end: i64,
-) -> Result<(Measurement, serde_json::Value), String> {
+fn scheduled_run(args: &SpeedArgs, logs: &Path, older: &[PathBuf], all: &[PathBuf], end: i64) -> Result<Measurement, String> {
     use std::io::{BufRead, Write};
     link_all(logs, older)?;
     revokd_run(args, "scheduled", logs, "default", "10m", end - 60, true)?;
@@ -322,13 +316,16 @@ fn scheduled_run(
     link_all(logs, all)?;
     writeln!(input).map_err(|e| format!("{what}: {e}"))?;
     let measured = next_run()?;
+    // What it claims to measure: a run that parses the new objects and nothing else.
+    let parsed = measured["report"]["counters"]["objects_parsed"].as_u64();
+    if parsed != Some((all.len() - older.len()) as u64) {
+        return Err(format!("{what}: the measured run parsed {parsed:?} objects, not the {} new ones", all.len() - older.len()));
+    }
     drop(input);
     let process = reap(child, started, what)?;
     let wall = measured["wall_s"].as_f64().ok_or_else(|| format!("{what}: no wall_s in {measured}"))?;
     let cpu = measured["cpu_s"].as_f64().ok_or_else(|| format!("{what}: no cpu_s in {measured}"))?;
-    let m =
-        Measurement { wall: Duration::from_secs_f64(wall), cpu: Some(Duration::from_secs_f64(cpu)), peak_rss_kib: process.peak_rss_kib };
-    Ok((m, measured["report"].clone()))
+    Ok(Measurement { wall: Duration::from_secs_f64(wall), cpu: Some(Duration::from_secs_f64(cpu)), peak_rss_kib: process.peak_rss_kib })
 }
 
 /// `revokd-bench scheduled-runs`: the process `scheduled_run` measures. Opens revokd's
@@ -467,7 +464,7 @@ pub fn speed(args: SpeedArgs) -> Result<(), String> {
         let (m, r) = revokd_run(&args, "incremental", &incremental_logs, "default", "10m", end, false)?;
         incremental.add(m);
         report = r;
-        scheduled.add(scheduled_run(&args, &scheduled_logs, &older, &data.files, end)?.0);
+        scheduled.add(scheduled_run(&args, &scheduled_logs, &older, &data.files, end)?);
         cold_10m.add(revokd_run(&args, "cold-10m", &all_logs, "default", "10m", end, true)?.0);
     }
     let from_cache = report["counters"]["objects_from_cache"].as_u64().unwrap_or(0);
