@@ -6,9 +6,20 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::T0;
-use revokd::analysis::{Analyzer, DetectionQuery};
+use revokd::analysis::{Analyzer, DetectionQuery, SessionScore};
 use revokd::sim::{self, Scenario};
 use revokd::source::Window;
+
+/// Every session of a log's text as the reference query, with its default parameters,
+/// scores it over `[start, end)`.
+async fn reference_scores(log: &[u8], start: i64, end: i64) -> Vec<SessionScore> {
+    let parsed = revokd::source::cloudfront::parse_log("test", log).unwrap();
+    let window =
+        Window { start: chrono::DateTime::from_timestamp(start, 0).unwrap(), end: chrono::DateTime::from_timestamp(end, 0).unwrap() };
+    let query = DetectionQuery::builtin("reference");
+    let params = query.bind_params(&Default::default()).unwrap();
+    Analyzer::new(query, params).analyse(parsed.batches, &window).await.unwrap()
+}
 
 #[derive(Default)]
 struct Acc {
@@ -69,13 +80,8 @@ async fn reference_query_matches_an_independent_implementation_on_simulated_traf
         let scenario = Scenario { seed, start: T0, duration_s: 1800, honest_sessions: 150, leaks: 6, restreamers: 2, market: "US" };
         let traffic = sim::generate(&scenario);
         let text = sim::logfile::render_all(&traffic, &Default::default());
-        let parsed = revokd::source::cloudfront::parse_log("sim", &text[..]).unwrap();
         let (start, end) = (T0 + 1200, T0 + 1800);
-        let window =
-            Window { start: chrono::DateTime::from_timestamp(start, 0).unwrap(), end: chrono::DateTime::from_timestamp(end, 0).unwrap() };
-        let query = DetectionQuery::builtin("reference");
-        let params = query.bind_params(&Default::default()).unwrap();
-        let scores = Analyzer::new(query, params).analyse(parsed.batches, &window).await.unwrap();
+        let scores = reference_scores(&text, start, end).await;
 
         let want = expected(&traffic, start, end);
         assert_eq!(scores.len(), want.len(), "seed {seed}: sessions analysed");
@@ -97,12 +103,7 @@ async fn reference_query_matches_an_independent_implementation_on_simulated_traf
 async fn a_one_request_session_does_not_fail_the_run_and_is_not_scored() {
     let mut lines = common::honest_viewers();
     lines.push(common::line(T0 + 100, "IAD1", 5000, "192.0.2.9", "/lonely.h.p.s/live/ch1/720p/seg_1.ts", 200, "-", "curl/8"));
-    let parsed = revokd::source::cloudfront::parse_log("x", common::log_text(&lines).as_bytes()).unwrap();
-    let window =
-        Window { start: chrono::DateTime::from_timestamp(T0, 0).unwrap(), end: chrono::DateTime::from_timestamp(T0 + 600, 0).unwrap() };
-    let query = DetectionQuery::builtin("reference");
-    let params = query.bind_params(&Default::default()).unwrap();
-    let scores = Analyzer::new(query, params).analyse(parsed.batches, &window).await.unwrap();
+    let scores = reference_scores(common::log_text(&lines).as_bytes(), T0, T0 + 600).await;
     let lonely = scores.iter().find(|s| s.session_id == "lonely").unwrap();
     assert_eq!(lonely.score, None);
     assert!(!lonely.flagged);
@@ -114,12 +115,7 @@ async fn a_one_request_session_does_not_fail_the_run_and_is_not_scored() {
 #[tokio::test]
 async fn too_few_sessions_in_the_window_scores_nothing() {
     let lines = common::shared_session("leak", 5);
-    let parsed = revokd::source::cloudfront::parse_log("x", common::log_text(&lines).as_bytes()).unwrap();
-    let window =
-        Window { start: chrono::DateTime::from_timestamp(T0, 0).unwrap(), end: chrono::DateTime::from_timestamp(T0 + 600, 0).unwrap() };
-    let query = DetectionQuery::builtin("reference");
-    let params = query.bind_params(&Default::default()).unwrap();
-    let scores = Analyzer::new(query, params).analyse(parsed.batches, &window).await.unwrap();
+    let scores = reference_scores(common::log_text(&lines).as_bytes(), T0, T0 + 600).await;
     assert_eq!(scores.len(), 1);
     assert!(!scores[0].flagged);
     assert!(scores[0].reasons[0].contains("min_sessions"), "{:?}", scores[0].reasons);
