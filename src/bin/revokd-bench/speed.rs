@@ -260,7 +260,11 @@ fn revokd_run(
     now: i64,
     cold: bool,
 ) -> Result<(Measurement, serde_json::Value), String> {
-    let dir = run_dir(args, name, logs, query, lookback, cold)?;
+    revokd_run_in(&run_dir(args, name, logs, query, lookback, cold)?, now)
+}
+
+/// `revokd run` (a dry run, as of `now`) in a directory `run_dir` made.
+fn revokd_run_in(dir: &Path, now: i64) -> Result<(Measurement, serde_json::Value), String> {
     let m = measure(
         Command::new(revokd_binary()?)
             .args([
@@ -275,7 +279,7 @@ fn revokd_run(
                 "--log-format",
                 "json",
             ])
-            .current_dir(&dir)
+            .current_dir(dir)
             .env("RUST_LOG", "warn")
             .stderr(std::process::Stdio::null()),
     )?;
@@ -293,8 +297,8 @@ fn revokd_run(
 fn scheduled_run(args: &SpeedArgs, logs: &Path, older: &[PathBuf], all: &[PathBuf], end: i64) -> Result<Measurement, String> {
     use std::io::{BufRead, Write};
     link_all(logs, older)?;
-    revokd_run(args, "scheduled", logs, "default", "10m", end - 60, true)?;
-    let dir = run_dir(args, "scheduled", logs, "default", "10m", false)?;
+    let dir = run_dir(args, "scheduled", logs, "default", "10m", true)?;
+    revokd_run_in(&dir, end - 60)?;
     let what = "revokd-bench scheduled-runs";
     let started = Instant::now();
     let mut child = Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
