@@ -75,9 +75,8 @@ struct DistinctValuesAccumulator {
 
 impl DistinctValuesAccumulator {
     fn insert(&mut self, text: &str) {
-        if !self.seen.contains(text) {
-            self.seen.insert(text.to_string());
-        }
+        // One lookup; the text is copied only when it is new.
+        self.seen.get_or_insert_with(text, str::to_owned);
     }
 
     /// Every non-null value of a (non-dictionary) text array, or of the entries `keep` selects.
