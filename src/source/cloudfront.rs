@@ -1236,4 +1236,51 @@ d111111abcdef8.cloudfront.net\thttps\t89\t0.001\t-\tTLSv1.2\tECDHE-RSA-AES128-GC
         assert_eq!(parse_status(b"000"), Some(0));
         assert_eq!(parse_status(b"99"), None);
     }
+
+    /// Real lines damaged every way one byte can damage them: cut short at each byte, each
+    /// byte dropped, and each byte replaced by a separator, an escape, a non-UTF-8 byte or
+    /// a digit. Every line must be counted once (as a row, malformed, or without a session),
+    /// and none may panic the parser, whichever reader hands it the text.
+    #[test]
+    fn real_lines_damaged_byte_by_byte_are_each_counted_and_never_panic() {
+        let gz = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/samples/logs/E2REVOKDSAMPLE.2026-11-20-10.a808e452.gz")).unwrap();
+        let mut text = String::new();
+        flate2::read::MultiGzDecoder::new(&gz[..]).read_to_string(&mut text).unwrap();
+        let (header, body): (Vec<&str>, Vec<&str>) = text.lines().partition(|l| l.starts_with('#'));
+        assert_eq!(header.len(), 2, "a #Version and a #Fields line");
+        // Lines of every kind the sample has: the first of each status (000 for an aborted
+        // request, 206 with a range, 5xx), a few of the rest, and every 1000th.
+        let mut statuses = std::collections::HashSet::new();
+        let originals: Vec<&str> = body
+            .iter()
+            .enumerate()
+            .filter(|(i, l)| *i < 8 || i % 1000 == 0 || statuses.insert(l.split('\t').nth(8)))
+            .map(|(_, l)| *l)
+            .collect();
+        assert!(statuses.len() >= 5 && originals.len() < 40, "{} statuses, {} lines", statuses.len(), originals.len());
+        let replacements = [b'\t', b'\n', b'\r', b'%', b'.', b'/', b'-', b'0', b'9', b' ', b':', 0xff, 0xc3];
+        for original in originals {
+            let line = original.as_bytes();
+            let mut damaged = format!("{}\n{}\n", header[0], header[1]).into_bytes();
+            let mut add = |l: &[u8]| {
+                damaged.extend_from_slice(l);
+                damaged.push(b'\n');
+            };
+            for i in 0..line.len() {
+                add(&line[..i]);
+                add(&[&line[..i], &line[i + 1..]].concat());
+                for &r in &replacements {
+                    let mut l = line.to_vec();
+                    l[i] = r;
+                    add(&l);
+                }
+            }
+            let text_lines = damaged.split(|&b| b == b'\n').skip(2).filter(|l| !l.is_empty() && *l != b"\r").count() as u64;
+            for parsed in [parse_log("damaged.gz", &damaged[..]), parse_log_pipelined("damaged.gz", &damaged[..])] {
+                let stats = parsed.unwrap().stats;
+                assert_eq!(stats.rows + stats.malformed_lines + stats.lines_without_session, stats.lines, "{original}");
+                assert_eq!(stats.lines, text_lines, "{original}");
+            }
+        }
+    }
 }
