@@ -382,6 +382,20 @@ fn resolve(raw: RawConfig, path: Option<&Path>, base: &Path) -> Result<Config, C
     if lookback.is_zero() {
         return Err(invalid("schedule.lookback", "must be longer than 0s".into()));
     }
+    // Each run analyses the lookback before it: runs farther apart than that never look at
+    // the requests in between, and a leak there is never seen.
+    if let Some(gap) = crate::daemon::coverage_gap(&cron, lookback).map_err(|m| invalid("schedule.cron", m))? {
+        return Err(invalid(
+            "schedule.lookback",
+            format!(
+                "{} leaves requests unanalysed: schedule.cron = \"{cron}\" runs up to {} apart (after its run on {}); \
+                 make the lookback at least that long or run more often (with revokd-run.timer, set schedule.cron to the timer's interval)",
+                humantime::format_duration(lookback),
+                humantime::format_duration(gap.longest),
+                gap.after.format("%A at %H:%M:%S UTC")
+            ),
+        ));
+    }
     let schedule = ScheduleConfig { cron, lookback, run_on_start: raw.schedule.run_on_start.unwrap_or(true) };
 
     // detection
@@ -614,5 +628,17 @@ mod tests {
     fn bad_cron_names_the_key() {
         let err = Config::from_toml("[schedule]\ncron = \"every minute\"\n", None).unwrap_err().to_string();
         assert!(err.contains("schedule.cron"), "{err}");
+    }
+
+    #[test]
+    fn a_lookback_that_leaves_requests_between_runs_unanalysed_is_refused() {
+        // Runs every 5 minutes over the 2 minutes before each: 3 minutes in 5 never analysed.
+        let err = Config::from_toml("[schedule]\nlookback = \"2m\"\n", None).unwrap_err().to_string();
+        assert!(err.contains("schedule.lookback") && err.contains("runs up to 5m apart"), "{err}");
+        // The same lookback on a schedule as frequent is fine, and so is the default pair.
+        let every_2m = Config::from_toml("[schedule]\ncron = \"0 */2 * * * *\"\nlookback = \"2m\"\n", None);
+        assert!(every_2m.is_ok(), "{:?}", every_2m.err());
+        let err = Config::from_toml("[schedule]\ncron = \"0 0 0 30 2 *\"\n", None).unwrap_err().to_string();
+        assert!(err.contains("schedule.cron") && err.contains("never runs"), "{err}");
     }
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
@@ -26,6 +27,76 @@ pub fn validate_cron(expr: &str) -> Result<(), String> {
     Job::new_async(expr, |_, _| Box::pin(async {})).map(|_| ()).map_err(|_| {
         format!("`{expr}` is not a cron expression with seconds (sec min hour day-of-month month day-of-week, e.g. \"0 */5 * * * *\")")
     })
+}
+
+/// Where a schedule's runs leave requests unanalysed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoverageGap {
+    /// The longest time between two runs found, longer than the lookback.
+    pub longest: Duration,
+    /// The run it follows.
+    pub after: DateTime<Utc>,
+}
+
+/// Time checked, from the schedule's first run: daily and weekly patterns repeat within it,
+/// and a gap that starts within it is found however long it lasts.
+const COVERAGE_HORIZON: chrono::TimeDelta = chrono::TimeDelta::days(8);
+/// Steps at most: a schedule and a lookback of a second each would take 700,000, and are
+/// checked over their first 20,000 runs (~30 ms in a debug build).
+const COVERAGE_MAX_STEPS: usize = 20_000;
+
+/// Checks that runs on `cron`, each analysing the `lookback` before it, leave no request
+/// unanalysed: a run at `t` covers `[t - lookback, t)`, so the next one must come within
+/// `lookback`. Returns the longest gap that does not, or an error if the schedule never
+/// runs. Checked from 2024-01-01 (a Monday of a leap year) over [`COVERAGE_HORIZON`].
+pub fn coverage_gap(cron: &str, lookback: Duration) -> Result<Option<CoverageGap>, String> {
+    // As tokio-cron-scheduler parses it.
+    let schedule = croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(cron)
+        .map_err(|e| format!("`{cron}`: {e}"))?;
+    // The first run at or after `t`; `None` when there is none.
+    let first_from = |t: DateTime<Utc>| schedule.find_next_occurrence(&t, true).ok();
+    let second = chrono::TimeDelta::seconds(1);
+    let reference = DateTime::<Utc>::from_timestamp(1_704_067_200, 0).expect("valid time");
+    let first = first_from(reference).ok_or_else(|| format!("`{cron}` never runs"))?;
+    // Cron times are whole seconds, and so is what a gap is compared with.
+    let lookback_s = lookback.as_secs().min(u32::MAX as u64) as i64;
+    let (lookback, half) = (chrono::TimeDelta::seconds(lookback_s), chrono::TimeDelta::seconds((lookback_s / 2).max(1)));
+    let mut gap: Option<CoverageGap> = None;
+    let mut at = first;
+    for _ in 0..COVERAGE_MAX_STEPS {
+        if at >= first + COVERAGE_HORIZON {
+            break;
+        }
+        // Half a lookback ahead: a schedule much denser than its lookback is crossed in
+        // steps of that size, since no gap up to a run within reach can be too long.
+        let Some(ahead) = first_from(at + half) else { break };
+        if ahead - at > lookback {
+            // A gap too long ends at `ahead`, and starts at the last run before `at + half`,
+            // found by halving that span.
+            let (mut last, mut beyond) = (at, at + half);
+            while beyond - last > second {
+                // Whole seconds: croner reads a time within a second as that second.
+                let middle = last + chrono::TimeDelta::seconds((beyond - last).num_seconds() / 2);
+                if first_from(middle).is_some_and(|run| run < at + half) {
+                    last = middle;
+                } else {
+                    beyond = middle;
+                }
+            }
+            if ahead - last > lookback {
+                let longest = (ahead - last).to_std().unwrap_or(Duration::MAX);
+                if gap.as_ref().is_none_or(|g| longest > g.longest) {
+                    gap = Some(CoverageGap { longest, after: last });
+                }
+            }
+        }
+        at = ahead;
+    }
+    Ok(gap)
 }
 
 fn notify(state: &[sd_notify::NotifyState]) {
@@ -93,4 +164,47 @@ pub async fn run_daemon(rt: Runtime) -> Result<(), DaemonError> {
         Err(_) => tracing::warn!(grace_s = STOP_GRACE.as_secs(), "run still in progress at stop; abandoned"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gap(cron: &str, lookback_s: u64) -> Option<(u64, String)> {
+        coverage_gap(cron, Duration::from_secs(lookback_s))
+            .unwrap()
+            .map(|g| (g.longest.as_secs(), g.after.format("%a %H:%M:%S").to_string()))
+    }
+
+    #[test]
+    fn a_lookback_shorter_than_the_time_between_runs_leaves_a_gap() {
+        // Every 5 minutes: a lookback of 5 minutes or more covers everything, a second less
+        // does not.
+        assert_eq!(gap("0 */5 * * * *", 600), None);
+        assert_eq!(gap("0 */5 * * * *", 300), None);
+        assert_eq!(gap("0 */5 * * * *", 299), Some((300, "Mon 00:00:00".into())));
+        assert_eq!(gap("0 */5 * * * *", 120), Some((300, "Mon 00:00:00".into())));
+    }
+
+    #[test]
+    fn the_longest_gap_is_found_overnight_and_over_the_weekend() {
+        assert_eq!(gap("0 */5 8-17 * * *", 3600), Some((14 * 3600 + 300, "Mon 17:55:00".into())));
+        assert_eq!(gap("0 * * * * 1-5", 3600), Some((2 * 86_400 + 60, "Fri 23:59:00".into())));
+        // Monthly: the gap from one month's run to the next, longer than the days checked.
+        assert_eq!(gap("0 0 0 1 * *", 86_400), Some((31 * 86_400, "Mon 00:00:00".into())));
+    }
+
+    #[test]
+    fn a_schedule_denser_than_its_lookback_is_crossed_in_steps_and_its_gaps_still_found() {
+        // Every second from 08:00:00 to 17:59:59: the gap starts at the last second of the day.
+        assert_eq!(gap("* * 8-17 * * *", 3600), Some((14 * 3600 + 1, "Mon 17:59:59".into())));
+        assert_eq!(gap("* * 8-17 * * *", 14 * 3600 + 1), None);
+        assert_eq!(gap("* * * * * *", 1), None);
+    }
+
+    #[test]
+    fn a_schedule_that_never_runs_is_an_error() {
+        let err = coverage_gap("0 0 0 30 2 *", Duration::from_secs(600)).unwrap_err();
+        assert!(err.contains("never runs"), "{err}");
+    }
 }

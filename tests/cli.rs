@@ -223,6 +223,7 @@ fn check_config_names_the_file_the_key_and_the_problem() {
     let cases = [
         ("[logs]\nurll = \"x\"\n", vec!["unknown field", "urll", "line 2"]),
         ("[schedule]\nlookback = \"ten\"\n", vec!["schedule.lookback", "ten"]),
+        ("[schedule]\nlookback = \"2m\"\n", vec!["schedule.lookback", "2m leaves requests unanalysed", "5m apart"]),
         ("[enforcer]\nbackend = \"wafv2\"\n", vec!["enforcer.wafv2.name", "required"]),
         ("[detection]\nquery = \"reference\"\n[detection.params]\nthreshhold = 3.0\n", vec!["detection.params.threshhold", "threshold"]),
         ("[logs]\nurl = \"/nonexistent/dir\"\n", vec!["logs.url", "/nonexistent/dir"]),
