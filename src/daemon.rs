@@ -1,6 +1,8 @@
 //! The scheduler: runs on the configured cron schedule until SIGTERM/SIGINT. Runs never
 //! overlap — a tick that finds the previous run still going is skipped with a warning — and
-//! systemd is told READY, STATUS and STOPPING through sd_notify (a no-op outside systemd).
+//! a run whose window starts after the last successful one's ended says which requests no
+//! run analysed. systemd is told READY, STATUS and STOPPING through sd_notify (a no-op
+//! outside systemd).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +11,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
-use crate::run::{RunOptions, Runtime, run_once};
+use crate::run::{RunOptions, RunReport, Runtime, Unanalysed, run_once};
 
 /// How long a stop waits for the run in progress before leaving it.
 const STOP_GRACE: Duration = Duration::from_secs(60);
@@ -105,13 +107,47 @@ fn notify(state: &[sd_notify::NotifyState]) {
     }
 }
 
-/// One scheduled run, unless a run is already in progress: then `None`, with a warning.
-pub async fn scheduled_run(rt: &Runtime, running: &Mutex<()>) -> Option<crate::run::RunReport> {
-    let Ok(_guard) = running.try_lock() else {
+/// How far the daemon's successful runs have analysed, to tell when one starts its window
+/// after the last one's end: a tick skipped while a long run went on (twice, with the
+/// default lookback of two intervals), or a process paused or starved of CPU.
+#[derive(Debug, Default)]
+pub struct Coverage {
+    analysed_until: Option<DateTime<Utc>>,
+}
+
+impl Coverage {
+    /// Records a run and returns what was left unanalysed before its window. A failed run
+    /// analysed nothing: the next successful one is compared with the last that succeeded.
+    pub fn record(&mut self, report: &RunReport) -> Option<Unanalysed> {
+        if !report.succeeded() {
+            return None;
+        }
+        let until = self.analysed_until;
+        self.analysed_until = Some(until.map_or(report.window_end, |until| until.max(report.window_end)));
+        until.filter(|until| report.window_start > *until).map(|from| Unanalysed { from, to: report.window_start })
+    }
+}
+
+/// One scheduled run (as if at `now`, for tests; the daemon passes `None`), unless a run is
+/// already in progress: then `None`, with a warning.
+/// `runs` is held while a run goes on.
+pub async fn scheduled_run(rt: &Runtime, runs: &Mutex<Coverage>, now: Option<DateTime<Utc>>) -> Option<RunReport> {
+    let Ok(mut coverage) = runs.try_lock() else {
         tracing::warn!("previous run still in progress; skipping this scheduled run");
         return None;
     };
-    let report = run_once(rt, &RunOptions::default()).await;
+    let mut report = run_once(rt, &RunOptions { now, ..RunOptions::default() }).await;
+    report.unanalysed_before = coverage.record(&report);
+    if let Some(gap) = report.unanalysed_before {
+        tracing::warn!(
+            run_id = %report.run_id,
+            unanalysed_from = %gap.from,
+            unanalysed_to = %gap.to,
+            unanalysed_s = (gap.to - gap.from).num_seconds(),
+            "requests between the last successful run's window and this one's were analysed by no run: \
+             runs came farther apart than schedule.lookback (ticks skipped while a run went on, or the process paused)"
+        );
+    }
     let status = match &report.error {
         None => format!(
             "last run {}: {} sessions, {} flagged, {} newly revoked, {} rules",
@@ -127,8 +163,8 @@ pub async fn scheduled_run(rt: &Runtime, running: &Mutex<()>) -> Option<crate::r
     Some(report)
 }
 
-async fn tick(rt: Arc<Runtime>, running: Arc<Mutex<()>>) {
-    scheduled_run(&rt, &running).await;
+async fn tick(rt: Arc<Runtime>, runs: Arc<Mutex<Coverage>>) {
+    scheduled_run(&rt, &runs, None).await;
 }
 
 pub async fn run_daemon(rt: Runtime) -> Result<(), DaemonError> {
@@ -137,19 +173,19 @@ pub async fn run_daemon(rt: Runtime) -> Result<(), DaemonError> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
 
     let rt = Arc::new(rt);
-    let running = Arc::new(Mutex::new(()));
+    let runs = Arc::new(Mutex::new(Coverage::default()));
     let mut scheduler = JobScheduler::new().await?;
-    let (job_rt, job_running) = (rt.clone(), running.clone());
+    let (job_rt, job_runs) = (rt.clone(), runs.clone());
     let job = Job::new_async(rt.config.schedule.cron.as_str(), move |_, _| {
-        let (rt, running) = (job_rt.clone(), job_running.clone());
-        Box::pin(async move { tick(rt, running).await })
+        let (rt, runs) = (job_rt.clone(), job_runs.clone());
+        Box::pin(async move { tick(rt, runs).await })
     })?;
     scheduler.add(job).await?;
     scheduler.start().await?;
     tracing::info!(cron = %rt.config.schedule.cron, lookback_s = rt.config.schedule.lookback.as_secs(), "daemon started");
     notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("waiting for the first run")]);
     if rt.config.schedule.run_on_start {
-        tokio::spawn(tick(rt.clone(), running.clone()));
+        tokio::spawn(tick(rt.clone(), runs.clone()));
     }
 
     let signal = tokio::select! {
@@ -159,7 +195,7 @@ pub async fn run_daemon(rt: Runtime) -> Result<(), DaemonError> {
     tracing::info!(signal, "stopping");
     notify(&[sd_notify::NotifyState::Stopping]);
     scheduler.shutdown().await?;
-    match tokio::time::timeout(STOP_GRACE, running.lock()).await {
+    match tokio::time::timeout(STOP_GRACE, runs.lock()).await {
         Ok(_) => tracing::info!("stopped"),
         Err(_) => tracing::warn!(grace_s = STOP_GRACE.as_secs(), "run still in progress at stop; abandoned"),
     }

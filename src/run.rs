@@ -147,6 +147,17 @@ pub struct RunReport {
     pub flagged: Vec<FlaggedSession>,
     /// Set when the run failed; earlier stages' results above are still valid.
     pub error: Option<String>,
+    /// Set by the daemon when this run's window starts after the last successful run's ended:
+    /// the requests in between were analysed by no run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unanalysed_before: Option<Unanalysed>,
+}
+
+/// Requests that no run analysed, `[from, to)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Unanalysed {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
 }
 
 impl RunReport {
@@ -194,6 +205,7 @@ pub async fn run_once(rt: &Runtime, opts: &RunOptions) -> RunReport {
         guard_tripped: None,
         flagged: Vec::new(),
         error: None,
+        unanalysed_before: None,
     };
     // Every event of the run, whichever module emits it, carries the run id through this span
     // (instrumented, not entered: the run's future may move between threads).

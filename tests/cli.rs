@@ -335,11 +335,46 @@ async fn a_scheduled_run_is_skipped_while_the_previous_one_is_in_progress() {
     write_hour(&work.path("logs"), &two_leaks());
     let config = revokd::config::Config::load(Some(&work.path("revokd.toml"))).unwrap();
     let rt = revokd::run::Runtime::open(config).await.unwrap();
-    let running = tokio::sync::Mutex::new(());
-    let held = running.lock().await;
-    assert!(revokd::daemon::scheduled_run(&rt, &running).await.is_none(), "skipped while a run holds the lock");
+    let runs = tokio::sync::Mutex::new(revokd::daemon::Coverage::default());
+    let held = runs.lock().await;
+    assert!(revokd::daemon::scheduled_run(&rt, &runs, None).await.is_none(), "skipped while a run holds the lock");
     drop(held);
-    assert!(revokd::daemon::scheduled_run(&rt, &running).await.is_some());
+    assert!(revokd::daemon::scheduled_run(&rt, &runs, None).await.is_some());
+}
+
+#[tokio::test]
+async fn a_scheduled_run_names_the_requests_no_run_analysed_since_the_last_success() {
+    use revokd::run::Unanalysed;
+    let at = |s: i64| chrono::DateTime::from_timestamp(T0 + s, 0).unwrap();
+    let work = Workdir::new();
+    local_config(&work, ""); // every 5 minutes over the 10 before
+    write_hour(&work.path("logs"), &two_leaks());
+    let config = revokd::config::Config::load(Some(&work.path("revokd.toml"))).unwrap();
+    let rt = revokd::run::Runtime::open(config).await.unwrap();
+    let runs = tokio::sync::Mutex::new(revokd::daemon::Coverage::default());
+    let run = |now: i64| revokd::daemon::scheduled_run(&rt, &runs, Some(at(now)));
+
+    let first = run(600).await.unwrap();
+    assert!(first.succeeded() && first.unanalysed_before.is_none(), "{first:?}");
+    // Windows that overlap or meet leave nothing out.
+    assert_eq!(run(900).await.unwrap().unanalysed_before, None);
+    assert_eq!(run(1500).await.unwrap().unanalysed_before, None);
+    // The ticks at 1800 and 2100 skipped: [1500, 1800) was in no run's window.
+    let late = run(2400).await.unwrap();
+    assert_eq!(late.unanalysed_before, Some(Unanalysed { from: at(1500), to: at(1800) }));
+
+    // A failed run analysed nothing (here its log directory has gone, which fails a run
+    // rather than pass for a window without requests): the next successful one is compared
+    // with the last that succeeded.
+    let logs = work.path("logs");
+    std::fs::rename(&logs, work.path("logs-away")).unwrap();
+    let failed = run(3000).await.unwrap();
+    assert!(failed.error.as_deref().is_some_and(|e| e.contains("logs is not a directory any more")), "{failed:?}");
+    assert_eq!(failed.unanalysed_before, None);
+    std::fs::rename(work.path("logs-away"), &logs).unwrap();
+    let after = run(3600).await.unwrap();
+    assert!(after.succeeded(), "{after:?}");
+    assert_eq!(after.unanalysed_before, Some(Unanalysed { from: at(2400), to: at(3000) }));
 }
 
 fn default_query_config(work: &Workdir) {

@@ -34,6 +34,8 @@ pub enum SourceError {
         #[source]
         source: object_store::Error,
     },
+    #[error("log location {location} is not a directory any more (moved, deleted or unmounted?)")]
+    Gone { location: String },
     #[error("fetching log object {object}: {source}")]
     Fetch {
         object: String,
@@ -94,6 +96,9 @@ pub struct LogSource {
     store: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
     location: String,
+    /// The directory of a local location: listing one that has gone finds nothing, which
+    /// must fail the run rather than pass for a window without requests.
+    local_dir: Option<std::path::PathBuf>,
     distribution_ids: Vec<String>,
     /// S3 lists keys in lexicographic order, so a listing can stop past the window's last
     /// hour; a local directory lists in no particular order.
@@ -107,6 +112,10 @@ pub struct LogSource {
 
 impl LogSource {
     pub fn from_config(config: &LogsConfig, state_dir: &std::path::Path) -> Result<Self, SourceError> {
+        let local_dir = match &config.location {
+            LogLocation::Local(dir) => Some(dir.clone()),
+            LogLocation::S3 { .. } => None,
+        };
         let (store, prefix, location, ordered_listing): (Arc<dyn ObjectStore>, _, _, _) = match &config.location {
             LogLocation::Local(dir) => {
                 let location = format!("file://{}", dir.display());
@@ -145,6 +154,7 @@ impl LogSource {
             store,
             prefix,
             location,
+            local_dir,
             distribution_ids: config.distribution_ids.clone(),
             ordered_listing,
             max_request_duration: config.max_request_duration,
@@ -165,6 +175,9 @@ impl LogSource {
 
     /// The objects that can hold entries inside `window`, by their names.
     pub async fn list_window(&self, window: &Window) -> Result<Vec<ObjectMeta>, SourceError> {
+        if self.local_dir.as_ref().is_some_and(|dir| !dir.is_dir()) {
+            return Err(SourceError::Gone { location: self.location.clone() });
+        }
         let hours = window.file_hours(self.max_request_duration);
         let mut listed = if !self.ordered_listing {
             // A local directory is read whole whatever the offset: filter it in one pass.
@@ -649,6 +662,7 @@ mod tests {
             store,
             prefix: ObjectPath::from(prefix),
             location: "memory".into(),
+            local_dir: None,
             distribution_ids: distribution_ids.iter().map(|d| d.to_string()).collect(),
             ordered_listing,
             max_request_duration: Duration::ZERO,
