@@ -158,7 +158,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             let mut rt = Runtime::open(config).await?;
             // A bar in a terminal; never under systemd or with JSON logs.
             rt.source.show_progress(crate::telemetry::interactive(cli.log_format));
-            let result = run_once(&rt, &RunOptions { now, dry_run, observe }).await;
+            let mut result = run_once(&rt, &RunOptions { now, dry_run, observe }).await;
+            // A run of the present (a timer's, or an operator's) extends what runs have
+            // analysed; a replay of the past (`--now`) does not.
+            if now.is_none() {
+                crate::daemon::Coverage::kept_in(&rt.config.state_dir).record(&mut result);
+            }
             if let Some(path) = report {
                 let json = serde_json::to_vec_pretty(&result).expect("report serialises");
                 std::fs::write(&path, json).map_err(|e| Failure(format!("writing report {}: {e}", path.display()), 1))?;

@@ -4,6 +4,7 @@
 //! run analysed. systemd is told READY, STATUS and STOPPING through sd_notify (a no-op
 //! outside systemd).
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -107,47 +108,88 @@ fn notify(state: &[sd_notify::NotifyState]) {
     }
 }
 
-/// How far the daemon's successful runs have analysed, to tell when one starts its window
-/// after the last one's end: a tick skipped while a long run went on (twice, with the
-/// default lookback of two intervals), or a process paused or starved of CPU.
+/// How far successful scheduled runs have analysed, to tell when one starts its window after
+/// the last one's end: ticks skipped while a long run went on (twice in a row, with the
+/// default lookback of two intervals), a process paused or starved of CPU, or a daemon (or
+/// timer) that was stopped. Kept in `state_dir`, so that restarts and the one-shot runs of a
+/// timer are compared with the run before them.
 #[derive(Debug, Default)]
 pub struct Coverage {
     analysed_until: Option<DateTime<Utc>>,
+    file: Option<PathBuf>,
 }
 
 impl Coverage {
-    /// Records a run and returns what was left unanalysed before its window. A failed run
-    /// analysed nothing: the next successful one is compared with the last that succeeded.
-    pub fn record(&mut self, report: &RunReport) -> Option<Unanalysed> {
+    const FILE: &str = "analysed-until";
+
+    /// The coverage recorded under `state_dir`, kept there as runs are recorded. A missing
+    /// file is a first run; an unreadable one is reported and started afresh.
+    pub fn kept_in(state_dir: &Path) -> Coverage {
+        let file = state_dir.join(Self::FILE);
+        let analysed_until = match std::fs::read_to_string(&file) {
+            Ok(text) => match DateTime::parse_from_rfc3339(text.trim()) {
+                Ok(until) => Some(until.with_timezone(&Utc)),
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), error = %e, "unreadable record of what earlier runs analysed; starting afresh");
+                    None
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "cannot read the record of what earlier runs analysed; starting afresh");
+                None
+            }
+        };
+        Coverage { analysed_until, file: Some(file) }
+    }
+
+    /// Records a finished run: sets its report's `unanalysed_before` (with a warning) when
+    /// its window starts after the last successful run's ended. A failed run analysed
+    /// nothing: the next successful one is compared with the last that succeeded.
+    pub fn record(&mut self, report: &mut RunReport) {
         if !report.succeeded() {
-            return None;
+            return;
         }
         let until = self.analysed_until;
         self.analysed_until = Some(until.map_or(report.window_end, |until| until.max(report.window_end)));
-        until.filter(|until| report.window_start > *until).map(|from| Unanalysed { from, to: report.window_start })
+        self.save();
+        report.unanalysed_before =
+            until.filter(|until| report.window_start > *until).map(|from| Unanalysed { from, to: report.window_start });
+        if let Some(gap) = report.unanalysed_before {
+            tracing::warn!(
+                run_id = %report.run_id,
+                unanalysed_from = %gap.from,
+                unanalysed_to = %gap.to,
+                unanalysed_s = (gap.to - gap.from).num_seconds(),
+                "requests between the last successful run's window and this one's were analysed by no run: \
+                 runs came farther apart than schedule.lookback (a stop, ticks skipped while a run went on, or a paused process)"
+            );
+        }
+    }
+
+    fn save(&self) {
+        let (Some(file), Some(until)) = (&self.file, self.analysed_until) else { return };
+        // Written aside and renamed: the record is always whole.
+        let aside = file.with_extension("tmp");
+        let written = file.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
+            std::fs::write(&aside, until.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))?;
+            std::fs::rename(&aside, file)
+        });
+        if let Err(e) = written {
+            tracing::warn!(file = %file.display(), error = %e, "cannot record what this run analysed");
+        }
     }
 }
 
 /// One scheduled run (as if at `now`, for tests; the daemon passes `None`), unless a run is
-/// already in progress: then `None`, with a warning.
-/// `runs` is held while a run goes on.
+/// already in progress: then `None`, with a warning. `runs` is held while a run goes on.
 pub async fn scheduled_run(rt: &Runtime, runs: &Mutex<Coverage>, now: Option<DateTime<Utc>>) -> Option<RunReport> {
     let Ok(mut coverage) = runs.try_lock() else {
         tracing::warn!("previous run still in progress; skipping this scheduled run");
         return None;
     };
     let mut report = run_once(rt, &RunOptions { now, ..RunOptions::default() }).await;
-    report.unanalysed_before = coverage.record(&report);
-    if let Some(gap) = report.unanalysed_before {
-        tracing::warn!(
-            run_id = %report.run_id,
-            unanalysed_from = %gap.from,
-            unanalysed_to = %gap.to,
-            unanalysed_s = (gap.to - gap.from).num_seconds(),
-            "requests between the last successful run's window and this one's were analysed by no run: \
-             runs came farther apart than schedule.lookback (ticks skipped while a run went on, or the process paused)"
-        );
-    }
+    coverage.record(&mut report);
     let status = match &report.error {
         None => format!(
             "last run {}: {} sessions, {} flagged, {} newly revoked, {} rules",
@@ -173,7 +215,7 @@ pub async fn run_daemon(rt: Runtime) -> Result<(), DaemonError> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
 
     let rt = Arc::new(rt);
-    let runs = Arc::new(Mutex::new(Coverage::default()));
+    let runs = Arc::new(Mutex::new(Coverage::kept_in(&rt.config.state_dir)));
     let mut scheduler = JobScheduler::new().await?;
     let (job_rt, job_runs) = (rt.clone(), runs.clone());
     let job = Job::new_async(rt.config.schedule.cron.as_str(), move |_, _| {

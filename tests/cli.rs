@@ -377,6 +377,33 @@ async fn a_scheduled_run_names_the_requests_no_run_analysed_since_the_last_succe
     assert_eq!(after.unanalysed_before, Some(Unanalysed { from: at(2400), to: at(3000) }));
 }
 
+#[test]
+fn a_run_after_a_stop_names_the_requests_no_run_analysed_and_a_replay_leaves_the_record_alone() {
+    let time = |v: &serde_json::Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    let work = Workdir::new();
+    local_config(&work, "");
+    std::fs::create_dir_all(work.path("logs")).unwrap();
+    // What the last run before a stop (daemon or timer) analysed, up to an hour ago.
+    let hour_ago = chrono::Utc::now() - chrono::TimeDelta::hours(1);
+    let recorded = work.write("state/analysed-until", &hour_ago.to_rfc3339());
+    let logs = work.ok(&["run", "--config", "revokd.toml", "--report", "report.json"]);
+    let report = work.report("report.json");
+    let gap = &report["unanalysed_before"];
+    assert_eq!(time(&gap["from"]), hour_ago, "{report}");
+    assert_eq!(time(&gap["to"]), time(&report["window_start"]), "{report}");
+    assert!(logs.contains("analysed by no run"), "{logs}");
+    // The record moves to this run's window end, and the next run's window overlaps it.
+    let after_first = std::fs::read_to_string(&recorded).unwrap();
+    assert_eq!(chrono::DateTime::parse_from_rfc3339(&after_first).unwrap(), time(&report["window_end"]));
+    work.ok(&["run", "--config", "revokd.toml", "--report", "report.json"]);
+    assert!(work.report("report.json").get("unanalysed_before").is_none());
+    // A replay of the past neither reports a gap nor moves the record.
+    let after_second = std::fs::read_to_string(&recorded).unwrap();
+    let (_, replay) = work.run_at(T0 + 600);
+    assert!(replay.get("unanalysed_before").is_none(), "{replay}");
+    assert_eq!(std::fs::read_to_string(&recorded).unwrap(), after_second);
+}
+
 fn default_query_config(work: &Workdir) {
     work.write("revokd.toml", "state_dir = \"state\"\n[logs]\nurl = \"logs\"\n");
 }
