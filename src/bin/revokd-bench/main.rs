@@ -163,6 +163,14 @@ fn main() -> ExitCode {
             }
         }
         Command::Detection { seeds, duration, sessions, leaks, restreamers, interval, lookback, queries, params, verbose, trace } => {
+            // As revokd refuses such a schedule: the requests between runs would go unseen,
+            // and the figures would measure the gaps, not the detection.
+            if lookback < interval {
+                eprintln!(
+                    "revokd-bench: --lookback must be at least --interval: runs every {interval:?} over {lookback:?} leave requests unanalysed"
+                );
+                return ExitCode::from(2);
+            }
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             match runtime.block_on(detection::detection(DetectionArgs {
                 seeds,
