@@ -240,6 +240,14 @@ async fn run_stages(
     let logs = logs?;
     report.counters.source = logs.stats.clone();
     report.stages.read_ms = ms(t);
+    if logs.stats.objects == 0 {
+        // Otherwise a run that can see nothing looks like a run that found nothing.
+        tracing::warn!(
+            logs = %rt.source.location(),
+            "no log object can hold requests of this window: nothing is analysed \
+             (CloudFront logging off or delayed, logs.url or logs.distribution_ids wrong, or no traffic)"
+        );
+    }
 
     let t = Instant::now();
     let allow_ip_sessions =

@@ -404,6 +404,20 @@ fn a_run_after_a_stop_names_the_requests_no_run_analysed_and_a_replay_leaves_the
     assert_eq!(std::fs::read_to_string(&recorded).unwrap(), after_second);
 }
 
+#[test]
+fn a_window_without_log_objects_is_warned_about_not_passed_for_a_quiet_one() {
+    let work = Workdir::new();
+    local_config(&work, "");
+    write_hour(&work.path("logs"), &two_leaks());
+    let warning = "no log object can hold requests of this window";
+    let (logs, report) = work.run_at(T0 + 600);
+    assert!(report["counters"]["objects"].as_u64() > Some(0) && !logs.contains(warning), "{logs}");
+    // The next day: the only object's hour is far outside the window.
+    let (logs, report) = work.run_at(T0 + 86_400);
+    assert_eq!(report["counters"]["objects"], 0);
+    assert!(logs.contains(warning), "{logs}");
+}
+
 fn default_query_config(work: &Workdir) {
     work.write("revokd.toml", "state_dir = \"state\"\n[logs]\nurl = \"logs\"\n");
 }
