@@ -384,7 +384,7 @@ fn resolve(raw: RawConfig, path: Option<&Path>, base: &Path) -> Result<Config, C
     }
     // Each run analyses the lookback before it: runs farther apart than that never look at
     // the requests in between, and a leak there is never seen.
-    if let Some(gap) = crate::daemon::coverage_gap(&cron, lookback).map_err(|m| invalid("schedule.cron", m))? {
+    if let Some(gap) = crate::daemon::schedule_gap(&cron, lookback).map_err(|m| invalid("schedule.cron", m))? {
         return Err(invalid(
             "schedule.lookback",
             format!(

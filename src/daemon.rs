@@ -32,9 +32,9 @@ pub fn validate_cron(expr: &str) -> Result<(), String> {
     })
 }
 
-/// Where a schedule's runs leave requests unanalysed.
+/// The longest time between two runs of a schedule, where it is longer than the lookback.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CoverageGap {
+pub struct ScheduleGap {
     /// The longest time between two runs found, longer than the lookback.
     pub longest: Duration,
     /// The run it follows.
@@ -43,16 +43,16 @@ pub struct CoverageGap {
 
 /// Time checked, from the schedule's first run: daily and weekly patterns repeat within it,
 /// and a gap that starts within it is found however long it lasts.
-const COVERAGE_HORIZON: chrono::TimeDelta = chrono::TimeDelta::days(8);
+const SCHEDULE_CHECK_HORIZON: chrono::TimeDelta = chrono::TimeDelta::days(8);
 /// Steps at most: a schedule and a lookback of a second each would take 700,000, and are
 /// checked over their first 20,000 runs (~30 ms in a debug build).
-const COVERAGE_MAX_STEPS: usize = 20_000;
+const SCHEDULE_CHECK_MAX_STEPS: usize = 20_000;
 
 /// Checks that runs on `cron`, each analysing the `lookback` before it, leave no request
 /// unanalysed: a run at `t` covers `[t - lookback, t)`, so the next one must come within
 /// `lookback`. Returns the longest gap that does not, or an error if the schedule never
-/// runs. Checked from 2024-01-01 (a Monday of a leap year) over [`COVERAGE_HORIZON`].
-pub fn coverage_gap(cron: &str, lookback: Duration) -> Result<Option<CoverageGap>, String> {
+/// runs. Checked from 2024-01-01 (a Monday of a leap year) over [`SCHEDULE_CHECK_HORIZON`].
+pub fn schedule_gap(cron: &str, lookback: Duration) -> Result<Option<ScheduleGap>, String> {
     // As tokio-cron-scheduler parses it.
     let schedule = croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Required)
@@ -68,10 +68,10 @@ pub fn coverage_gap(cron: &str, lookback: Duration) -> Result<Option<CoverageGap
     // Cron times are whole seconds, and so is what a gap is compared with.
     let lookback_s = lookback.as_secs().min(u32::MAX as u64) as i64;
     let (lookback, half) = (chrono::TimeDelta::seconds(lookback_s), chrono::TimeDelta::seconds((lookback_s / 2).max(1)));
-    let mut gap: Option<CoverageGap> = None;
+    let mut gap: Option<ScheduleGap> = None;
     let mut at = first;
-    for _ in 0..COVERAGE_MAX_STEPS {
-        if at >= first + COVERAGE_HORIZON {
+    for _ in 0..SCHEDULE_CHECK_MAX_STEPS {
+        if at >= first + SCHEDULE_CHECK_HORIZON {
             break;
         }
         // Half a lookback ahead: a schedule much denser than its lookback is crossed in
@@ -93,7 +93,7 @@ pub fn coverage_gap(cron: &str, lookback: Duration) -> Result<Option<CoverageGap
             if ahead - last > lookback {
                 let longest = (ahead - last).to_std().unwrap_or(Duration::MAX);
                 if gap.as_ref().is_none_or(|g| longest > g.longest) {
-                    gap = Some(CoverageGap { longest, after: last });
+                    gap = Some(ScheduleGap { longest, after: last });
                 }
             }
         }
@@ -249,7 +249,7 @@ mod tests {
     use super::*;
 
     fn gap(cron: &str, lookback_s: u64) -> Option<(u64, String)> {
-        coverage_gap(cron, Duration::from_secs(lookback_s))
+        schedule_gap(cron, Duration::from_secs(lookback_s))
             .unwrap()
             .map(|g| (g.longest.as_secs(), g.after.format("%a %H:%M:%S").to_string()))
     }
@@ -282,7 +282,7 @@ mod tests {
 
     #[test]
     fn a_schedule_that_never_runs_is_an_error() {
-        let err = coverage_gap("0 0 0 30 2 *", Duration::from_secs(600)).unwrap_err();
+        let err = schedule_gap("0 0 0 30 2 *", Duration::from_secs(600)).unwrap_err();
         assert!(err.contains("never runs"), "{err}");
     }
 }
