@@ -51,7 +51,7 @@ const SCHEDULE_CHECK_MAX_STEPS: usize = 20_000;
 /// Checks that runs on `cron`, each analysing the `lookback` before it, leave no request
 /// unanalysed: a run at `t` covers `[t - lookback, t)`, so the next one must come within
 /// `lookback`. Returns the longest gap that does not, or an error if the schedule never
-/// runs. Checked from 2024-01-01 (a Monday of a leap year) over [`SCHEDULE_CHECK_HORIZON`].
+/// runs. Checked from 2024-01-01 (a Monday of a leap year) over 8 days from its first run.
 pub fn schedule_gap(cron: &str, lookback: Duration) -> Result<Option<ScheduleGap>, String> {
     // As tokio-cron-scheduler parses it.
     let schedule = croner::parser::CronParser::builder()
