@@ -635,7 +635,7 @@ mod tests {
         // Runs every 5 minutes over the 2 minutes before each: 3 minutes in 5 never analysed.
         let err = Config::from_toml("[schedule]\nlookback = \"2m\"\n", None).unwrap_err().to_string();
         assert!(err.contains("schedule.lookback") && err.contains("runs up to 5m apart"), "{err}");
-        // The same lookback on a schedule as frequent is fine, and so is the default pair.
+        // The same lookback on a schedule as frequent is fine.
         let every_2m = Config::from_toml("[schedule]\ncron = \"0 */2 * * * *\"\nlookback = \"2m\"\n", None);
         assert!(every_2m.is_ok(), "{:?}", every_2m.err());
         let err = Config::from_toml("[schedule]\ncron = \"0 0 0 30 2 *\"\n", None).unwrap_err().to_string();

@@ -147,8 +147,9 @@ pub struct RunReport {
     pub flagged: Vec<FlaggedSession>,
     /// Set when the run failed; earlier stages' results above are still valid.
     pub error: Option<String>,
-    /// Set by the daemon when this run's window starts after the last successful run's ended:
-    /// the requests in between were analysed by no run.
+    /// Set for a run of the present (the daemon's, or `revokd run` without `--now`) whose
+    /// window starts after the last successful run's ended: the requests in between were
+    /// analysed by no run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unanalysed_before: Option<Unanalysed>,
 }
