@@ -19,6 +19,20 @@ fn two_leaks() -> Vec<String> {
     lines
 }
 
+/// A work directory with the local config and an hour of logs holding the two leaks.
+fn two_leaks_workdir() -> Workdir {
+    let work = Workdir::new();
+    local_config(&work, "");
+    write_hour(&work.path("logs"), &two_leaks());
+    work
+}
+
+/// revokd's runtime over a work directory's config, opened as the daemon opens it.
+async fn runtime(work: &Workdir) -> revokd::run::Runtime {
+    let config = revokd::config::Config::load(Some(&work.path("revokd.toml"))).unwrap();
+    revokd::run::Runtime::open(config).await.unwrap()
+}
+
 /// `(name, priority, search string)` of each rule in a rule-group file; none if there is no
 /// file (nothing was ever blocked).
 fn rule_file(path: &std::path::Path) -> Vec<(String, i64, String)> {
@@ -69,9 +83,7 @@ fn main_job_runs_on_builtin_defaults_over_the_committed_sample_logs() {
 
 #[test]
 fn run_over_local_logs_revokes_and_writes_the_waf_rule_list() {
-    let work = Workdir::new();
-    local_config(&work, "");
-    write_hour(&work.path("logs"), &two_leaks());
+    let work = two_leaks_workdir();
     work.run_at(T0 + 600);
     assert_eq!(
         rule_file(&work.path("state/rule-group.json")),
@@ -203,9 +215,7 @@ fn manual_revoke_and_unrevoke_update_the_list_and_the_rules_at_once() {
 
 #[test]
 fn an_unreadable_rule_group_file_fails_the_run_and_is_left_as_it_was() {
-    let work = Workdir::new();
-    local_config(&work, "");
-    write_hour(&work.path("logs"), &two_leaks());
+    let work = two_leaks_workdir();
     let garbage = "{ this is someone's edit";
     work.write("state/rule-group.json", garbage);
     let out = work.revokd(&["run", "--config", "revokd.toml", "--now", &rfc3339(T0 + 600), "--report", "report.json"]);
@@ -330,11 +340,8 @@ fn daemon_notifies_systemd_runs_on_schedule_and_stops_cleanly_on_sigterm() {
 
 #[tokio::test]
 async fn a_scheduled_run_is_skipped_while_the_previous_one_is_in_progress() {
-    let work = Workdir::new();
-    local_config(&work, "");
-    write_hour(&work.path("logs"), &two_leaks());
-    let config = revokd::config::Config::load(Some(&work.path("revokd.toml"))).unwrap();
-    let rt = revokd::run::Runtime::open(config).await.unwrap();
+    let work = two_leaks_workdir();
+    let rt = runtime(&work).await;
     let runs = tokio::sync::Mutex::new(revokd::daemon::Coverage::default());
     let held = runs.lock().await;
     assert!(revokd::daemon::scheduled_run(&rt, &runs, None).await.is_none(), "skipped while a run holds the lock");
@@ -346,11 +353,8 @@ async fn a_scheduled_run_is_skipped_while_the_previous_one_is_in_progress() {
 async fn a_scheduled_run_names_the_requests_no_run_analysed_since_the_last_success() {
     use revokd::run::Unanalysed;
     let at = |s: i64| chrono::DateTime::from_timestamp(T0 + s, 0).unwrap();
-    let work = Workdir::new();
-    local_config(&work, ""); // every 5 minutes over the 10 before
-    write_hour(&work.path("logs"), &two_leaks());
-    let config = revokd::config::Config::load(Some(&work.path("revokd.toml"))).unwrap();
-    let rt = revokd::run::Runtime::open(config).await.unwrap();
+    let work = two_leaks_workdir(); // a run every 5 minutes over the 10 before
+    let rt = runtime(&work).await;
     let runs = tokio::sync::Mutex::new(revokd::daemon::Coverage::default());
     let run = |now: i64| revokd::daemon::scheduled_run(&rt, &runs, Some(at(now)));
 
@@ -406,9 +410,7 @@ fn a_run_after_a_stop_names_the_requests_no_run_analysed_and_a_replay_leaves_the
 
 #[test]
 fn a_window_without_log_objects_is_warned_about_not_passed_for_a_quiet_one() {
-    let work = Workdir::new();
-    local_config(&work, "");
-    write_hour(&work.path("logs"), &two_leaks());
+    let work = two_leaks_workdir();
     let warning = "no log object can hold requests of this window";
     let (logs, report) = work.run_at(T0 + 600);
     assert!(report["counters"]["objects"].as_u64() > Some(0) && !logs.contains(warning), "{logs}");
