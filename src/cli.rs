@@ -158,11 +158,13 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             let mut rt = Runtime::open(config).await?;
             // A bar in a terminal; never under systemd or with JSON logs.
             rt.source.show_progress(crate::telemetry::interactive(cli.log_format));
-            let mut result = run_once(&rt, &RunOptions { now, dry_run, observe }).await;
             // A run of the present (a timer's, or an operator's) extends what runs have
             // analysed; a replay of the past (`--now`) does not.
-            if now.is_none() {
-                crate::daemon::Coverage::kept_in(&rt.config.state_dir).record(&mut result);
+            let mut coverage = now.is_none().then(|| crate::daemon::Coverage::kept_in(&rt.config.state_dir));
+            let last_analysed_until = coverage.as_ref().and_then(|c| c.analysed_until());
+            let mut result = run_once(&rt, &RunOptions { now, dry_run, observe, last_analysed_until }).await;
+            if let Some(coverage) = &mut coverage {
+                coverage.record(&mut result);
             }
             if let Some(path) = report {
                 let json = serde_json::to_vec_pretty(&result).expect("report serialises");

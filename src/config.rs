@@ -73,6 +73,7 @@ struct RawLogs {
     endpoint: Option<String>,
     allow_http: Option<bool>,
     max_request_duration: Option<String>,
+    max_delivery_delay: Option<String>,
     max_concurrent_fetches: Option<usize>,
     max_retries: Option<usize>,
     cache: Option<bool>,
@@ -233,6 +234,10 @@ pub struct LogsConfig {
     /// CloudFront files are named by the hour a request *started* but stamp each line with
     /// the time it *finished*: a file can hold lines up to this long after its hour.
     pub max_request_duration: Duration,
+    /// CloudFront delivers a log file usually within an hour of its requests, sometimes up to
+    /// a day later. A run of the present reaches back this far for the requests of objects
+    /// delivered since the last successful run; older ones are counted and analysed by no run.
+    pub max_delivery_delay: Duration,
     pub max_concurrent_fetches: usize,
     /// Retries of a failed S3 request (5xx, throttling, timeouts, dropped connections), with
     /// exponential backoff, within three minutes of the first attempt.
@@ -370,6 +375,7 @@ fn resolve(raw: RawConfig, path: Option<&Path>, base: &Path) -> Result<Config, C
         endpoint: raw.logs.endpoint,
         allow_http: raw.logs.allow_http.unwrap_or(false),
         max_request_duration: duration("logs.max_request_duration", raw.logs.max_request_duration.as_deref(), "5m")?,
+        max_delivery_delay: duration("logs.max_delivery_delay", raw.logs.max_delivery_delay.as_deref(), "1h")?,
         max_concurrent_fetches,
         max_retries: raw.logs.max_retries.unwrap_or(10),
         cache: raw.logs.cache.unwrap_or(true),
@@ -619,6 +625,7 @@ mod tests {
         assert_eq!(example.schedule.lookback, defaults.schedule.lookback);
         assert_eq!(example.revocation.ttl, defaults.revocation.ttl);
         assert_eq!(example.logs.max_request_duration, defaults.logs.max_request_duration);
+        assert_eq!(example.logs.max_delivery_delay, defaults.logs.max_delivery_delay);
         assert_eq!(example.safety.max_new_revocations_per_run, defaults.safety.max_new_revocations_per_run);
         assert_eq!(example.detection.query.name, defaults.detection.query.name);
         assert_eq!(example.mode, defaults.mode);

@@ -167,6 +167,11 @@ impl Coverage {
         }
     }
 
+    /// The end of the last successful run's window, if any run succeeded.
+    pub fn analysed_until(&self) -> Option<DateTime<Utc>> {
+        self.analysed_until
+    }
+
     fn save(&self) {
         let (Some(file), Some(until)) = (&self.file, self.analysed_until) else { return };
         // Written aside and renamed: the record is always whole.
@@ -188,7 +193,7 @@ pub async fn scheduled_run(rt: &Runtime, runs: &Mutex<Coverage>, now: Option<Dat
         tracing::warn!("previous run still in progress; skipping this scheduled run");
         return None;
     };
-    let mut report = run_once(rt, &RunOptions { now, ..RunOptions::default() }).await;
+    let mut report = run_once(rt, &RunOptions { now, last_analysed_until: coverage.analysed_until(), ..RunOptions::default() }).await;
     coverage.record(&mut report);
     let status = match &report.error {
         None => format!(

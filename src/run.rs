@@ -67,6 +67,9 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Force observe mode for this run.
     pub observe: bool,
+    /// The end of the last successful run's window. A run of the present (no `now`) reaches
+    /// back for the requests of log objects delivered since (`logs.max_delivery_delay`).
+    pub last_analysed_until: Option<DateTime<Utc>>,
 }
 
 /// What happened to a flagged session.
@@ -174,15 +177,30 @@ fn ms(since: Instant) -> u64 {
 /// Reads the window's logs and, on another core meanwhile, plans the detection query for it:
 /// planning needs no logs, and after the read it kept one core busy while the other idled
 /// (scheduled run ~5 % faster with the two overlapped, interleaved runs).
-async fn read_and_plan(rt: &Runtime, window: &Window) -> (Result<LoadedLogs, SourceError>, Result<PlannedAnalysis, AnalysisError>) {
+///
+/// With `delivered_since`, the logs may come for a window that reaches back further
+/// ([`crate::source::LogSource::load_reaching_back`]); the query is then planned again for it.
+async fn read_and_plan(
+    rt: &Runtime,
+    window: &Window,
+    delivered_since: Option<DateTime<Utc>>,
+) -> (Result<LoadedLogs, SourceError>, Result<PlannedAnalysis, AnalysisError>) {
     let analyzer = rt.analyzer.clone();
     let planning_window = *window;
     let planning = tokio::spawn(async move { analyzer.plan(&planning_window).await });
-    let logs = rt.source.load(window).await;
-    let planned = match planning.await {
+    let logs = match delivered_since {
+        Some(since) => rt.source.load_reaching_back(window, since).await,
+        None => rt.source.load(window).await,
+    };
+    let mut planned = match planning.await {
         Ok(planned) => planned,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     };
+    if let Ok(logs) = &logs
+        && logs.window != *window
+    {
+        planned = rt.analyzer.plan(&logs.window).await;
+    }
     (logs, planned)
 }
 
@@ -217,7 +235,10 @@ pub async fn run_once(rt: &Runtime, opts: &RunOptions) -> RunReport {
             dry_run = opts.dry_run, query = %report.query, logs = %rt.source.location(), "run started"
         )
     });
-    let result = run_stages(rt, &window, now, mode, opts.dry_run, &mut report).instrument(span.clone()).await;
+    // Only a run of the present can tell what was delivered since the last: replays of the
+    // past read what the bucket holds now.
+    let delivered_since = opts.last_analysed_until.filter(|_| opts.now.is_none());
+    let result = run_stages(rt, &window, delivered_since, now, mode, opts.dry_run, &mut report).instrument(span.clone()).await;
     if let Err(e) = result {
         report.error = Some(e.to_string());
     }
@@ -229,6 +250,7 @@ pub async fn run_once(rt: &Runtime, opts: &RunOptions) -> RunReport {
 async fn run_stages(
     rt: &Runtime,
     window: &Window,
+    delivered_since: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
     mode: Mode,
     dry_run: bool,
@@ -237,8 +259,9 @@ async fn run_stages(
     let writes = mode == Mode::Enforce && !dry_run;
 
     let t = Instant::now();
-    let (logs, planned) = read_and_plan(rt, window).await;
+    let (logs, planned) = read_and_plan(rt, window, delivered_since).await;
     let logs = logs?;
+    report.window_start = logs.window.start;
     report.counters.source = logs.stats.clone();
     report.stages.read_ms = ms(t);
     if logs.stats.objects == 0 {
@@ -395,7 +418,7 @@ pub struct Explanation {
 pub async fn explain(rt: &Runtime, session_id: &str, now: Option<DateTime<Utc>>) -> Result<Explanation, RunError> {
     let now = now.unwrap_or_else(Utc::now);
     let window = Window::ending_at(now, rt.config.schedule.lookback);
-    let (logs, planned) = read_and_plan(rt, &window).await;
+    let (logs, planned) = read_and_plan(rt, &window, None).await;
     let logs = logs?;
     let allowed_by_ip =
         !rt.config.safety.allow_ips.is_empty() && sessions_seen_from(&logs.batches, &rt.config.safety.allow_ips).contains(session_id);
@@ -499,6 +522,8 @@ fn log_summary(r: &RunReport) {
         objects_parsed = c.source.objects_parsed,
         objects_from_cache = c.source.objects_from_cache,
         objects_unreadable = c.source.objects_unreadable,
+        objects_delivered_late = c.source.objects_delivered_late,
+        window_start = %r.window_start,
         lines = c.source.parse.lines,
         malformed_lines = c.source.parse.malformed_lines,
         sessions_analysed = c.sessions_analysed,

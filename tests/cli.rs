@@ -408,6 +408,61 @@ fn a_run_after_a_stop_names_the_requests_no_run_analysed_and_a_replay_leaves_the
     assert_eq!(std::fs::read_to_string(&recorded).unwrap(), after_second);
 }
 
+/// Logs played `[now - 40 min, now - 30 min)`, and a last successful run (as a daemon's or a
+/// timer's) that ended 5 minutes ago: the honest viewers' file was delivered before it, 35
+/// minutes ago; the leak's file after it, 2 minutes ago. Returns the work directory and the
+/// play's first second.
+fn leak_delivered_after_its_window(max_delivery_delay: &str) -> (Workdir, i64) {
+    use std::time::{Duration, SystemTime};
+    let work = Workdir::new();
+    work.write(
+        "revokd.toml",
+        &format!("state_dir = \"state\"\n[logs]\nurl = \"logs\"\nmax_delivery_delay = \"{max_delivery_delay}\"\n[detection]\nquery = \"reference\"\n"),
+    );
+    let now = chrono::Utc::now();
+    work.write("state/analysed-until", &(now - chrono::TimeDelta::minutes(5)).to_rfc3339());
+    let played_from = now.timestamp() - 40 * 60;
+    let played_to = played_from + 600;
+    let ago = |minutes: u64| SystemTime::now() - Duration::from_secs(minutes * 60);
+    write_delivered(&work.path("logs"), played_from, "0001", &honest_viewers_between(played_from, played_to), ago(35));
+    write_delivered(&work.path("logs"), played_from, "0002", &shared_session_between("leak3", 3, played_from, played_to), ago(2));
+    (work, played_from)
+}
+
+#[test]
+fn a_run_reaches_back_for_requests_whose_logs_were_delivered_after_their_window() {
+    // CloudFront delivers a file usually within an hour of its requests: by then the windows
+    // that held them were analysed without them.
+    let time = |v: &serde_json::Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap().timestamp();
+    let (work, played_from) = leak_delivered_after_its_window("1h");
+    let logs = work.ok(&["run", "--config", "revokd.toml", "--report", "first.json"]);
+    let first = work.report("first.json");
+    assert_eq!(time(&first["window_start"]), played_from, "the window starts at the late file's first request: {first}");
+    assert_eq!(first["counters"]["objects_delivered_late"], 1, "{first}");
+    // Analysed together with the requests of its time delivered earlier: the honest viewers
+    // are scored too, and left alone.
+    assert_eq!(first["counters"]["sessions_analysed"], 5, "{first}");
+    assert_eq!(flagged(&first).into_iter().map(|(id, _)| id).collect::<Vec<_>>(), ["leak3"], "{first}");
+    assert_eq!(rule_file(&work.path("state/rule-group.json")).len(), 1);
+    assert!(logs.contains("window reaches back"), "{logs}");
+
+    // Nothing delivered since: the next run is back to its lookback.
+    work.ok(&["run", "--config", "revokd.toml", "--report", "second.json"]);
+    let second = work.report("second.json");
+    assert_eq!(time(&second["window_end"]) - time(&second["window_start"]), 600, "{second}");
+    assert_eq!(second["counters"]["objects_delivered_late"], 0, "{second}");
+    assert!(flagged(&second).is_empty(), "{second}");
+}
+
+#[test]
+fn a_run_reaches_back_no_further_than_max_delivery_delay() {
+    let (work, _) = leak_delivered_after_its_window("20m");
+    work.ok(&["run", "--config", "revokd.toml", "--report", "report.json"]);
+    let report = work.report("report.json");
+    assert_eq!(report["counters"]["objects_delivered_late"], 0, "{report}");
+    assert!(flagged(&report).is_empty(), "{report}");
+}
+
 #[test]
 fn a_window_without_log_objects_is_warned_about_not_passed_for_a_quiet_one() {
     let work = two_leaks_workdir();

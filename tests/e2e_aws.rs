@@ -287,6 +287,37 @@ async fn s3_listing_without_distribution_ids_finds_each_distributions_window_fil
     assert_eq!(found, expected);
 }
 
+#[tokio::test]
+async fn s3_objects_delivered_since_the_last_run_make_the_window_reach_back_for_their_requests() {
+    use chrono::TimeDelta;
+    use revokd::source::{LogSource, Window};
+    // When an object was delivered comes from S3's listing (LastModified): moto stamps it at
+    // upload, so the runs here are placed around the upload.
+    let emu = emulator();
+    let prefix = unique("cf");
+    let uploaded = chrono::Utc::now();
+    let played_from = uploaded.timestamp() - 40 * 60;
+    let hour = chrono::DateTime::from_timestamp(played_from, 0).unwrap().format("%Y-%m-%d-%H");
+    let leak = shared_session_between("leak3", 3, played_from, played_from + 600);
+    emu.upload(&format!("{prefix}/E1EXAMPLE.{hour}.0001.gz"), gzip(&log_text(&leak))).await;
+    let config =
+        revokd::config::LogsConfig { max_delivery_delay: std::time::Duration::from_secs(3600), ..s3_logs(&emu, &prefix, &emu.endpoint) };
+    let source = LogSource::from_config(&config, std::path::Path::new("unused")).unwrap();
+    let ten_minutes = std::time::Duration::from_secs(600);
+
+    // The last run ended 5 minutes before the upload: its requests, 40 minutes old, are read.
+    let loaded = source.load_reaching_back(&Window::ending_at(uploaded, ten_minutes), uploaded - TimeDelta::minutes(5)).await.unwrap();
+    assert_eq!(loaded.window.start.timestamp(), played_from);
+    assert_eq!(loaded.stats.objects_delivered_late, 1);
+    assert_eq!(loaded.stats.parse.rows, leak.len() as u64);
+
+    // A run after one that followed the upload: the object was seen, the window stays.
+    let later = uploaded + TimeDelta::minutes(7);
+    let loaded = source.load_reaching_back(&Window::ending_at(later, ten_minutes), later - TimeDelta::minutes(5)).await.unwrap();
+    assert_eq!(loaded.window, Window::ending_at(later, ten_minutes));
+    assert_eq!(loaded.stats.objects_delivered_late, 0);
+}
+
 /// S3 seen through a proxy in front of moto, for what moto does not do: answer `503 Slow
 /// Down` as S3 does under load, and take its time. Each request gets a connection of its own
 /// (`Connection: close`) so that every one of them passes through here.
@@ -408,6 +439,7 @@ fn s3_logs(emu: &Emulator, prefix: &str, endpoint: &str) -> revokd::config::Logs
         endpoint: Some(endpoint.to_string()),
         allow_http: true,
         max_request_duration: std::time::Duration::ZERO,
+        max_delivery_delay: std::time::Duration::ZERO,
         max_concurrent_fetches: 2,
         max_retries: 0,
         cache: false,

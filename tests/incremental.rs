@@ -19,6 +19,7 @@ fn logs_config(dir: &Path, cache: bool) -> LogsConfig {
         endpoint: None,
         allow_http: false,
         max_request_duration: std::time::Duration::from_secs(300),
+        max_delivery_delay: std::time::Duration::from_secs(3600),
         max_concurrent_fetches: 4,
         max_retries: 0,
         cache,
@@ -135,6 +136,9 @@ async fn cache_files_of_hours_before_the_window_are_pruned() {
     assert_eq!(count(), 1, "10:50-11:00 needs the 10:00 file only");
     source.load(&window(common::T0 + 3900)).await.unwrap().cache_writes.wait().await;
     assert_eq!(count(), 2, "10:55-11:05 needs both hours");
+    // A run of the present may reach back max_delivery_delay (1 h here) for late deliveries.
     source.load(&window(common::T0 + 7200)).await.unwrap().cache_writes.wait().await;
-    assert_eq!(count(), 1, "11:50-12:00: the 10:00 file is pruned");
+    assert_eq!(count(), 2, "11:50-12:00, reaching back to 11:00: the 10:00 file may hold lines up to 11:05");
+    source.load(&window(common::T0 + 10800)).await.unwrap().cache_writes.wait().await;
+    assert_eq!(count(), 1, "12:50-13:00, reaching back to 12:00: the 10:00 file is pruned, the 11:00 one kept");
 }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
+use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectMeta, ObjectStore};
@@ -19,6 +20,10 @@ use object_store::{ObjectMeta, ObjectStore};
 use crate::config::{LogLocation, LogsConfig};
 pub use cloudfront::{ParseStats, REQUESTS_SCHEMA};
 pub use names::{HourIndex, LogObjectName, Window};
+
+/// How much earlier than the last run an object's LastModified may be and still count as
+/// delivered after it (an upload is stamped when it begins, and listed once it ends).
+const DELIVERY_MARGIN: chrono::Duration = chrono::Duration::minutes(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -63,6 +68,9 @@ pub struct SourceStats {
     pub objects_unreadable: u64,
     /// Compressed bytes fetched.
     pub bytes_fetched: u64,
+    /// Objects delivered since the last successful run holding requests from before the
+    /// window, for which the window reached back (a run of the present only).
+    pub objects_delivered_late: u64,
     #[serde(flatten)]
     pub parse: ParseStats,
 }
@@ -73,6 +81,9 @@ pub struct LoadedLogs {
     pub stats: SourceStats,
     /// Parse-cache files still being written for the objects parsed now.
     pub cache_writes: CacheWrites,
+    /// The requests these logs are read for: the window asked for, or one that starts earlier
+    /// for logs delivered late ([`LogSource::load_reaching_back`]).
+    pub window: Window,
 }
 
 /// Cache files being written in the background while the run goes on (on two cores the
@@ -104,6 +115,7 @@ pub struct LogSource {
     /// hour; a local directory lists in no particular order.
     ordered_listing: bool,
     max_request_duration: Duration,
+    max_delivery_delay: Duration,
     max_concurrent_fetches: usize,
     cache: Option<cache::ParseCache>,
     /// Draw a progress bar on stderr while loading (an ad-hoc run in a terminal).
@@ -158,6 +170,7 @@ impl LogSource {
             distribution_ids: config.distribution_ids.clone(),
             ordered_listing,
             max_request_duration: config.max_request_duration,
+            max_delivery_delay: config.max_delivery_delay,
             max_concurrent_fetches: config.max_concurrent_fetches,
             cache: config.cache.then(|| cache::ParseCache::new(state_dir.join("cache"))),
             progress: false,
@@ -296,12 +309,103 @@ impl LogSource {
     /// Lists, fetches and parses every object of the window.
     pub async fn load(&self, window: &Window) -> Result<LoadedLogs, SourceError> {
         let objects = self.list_window(window).await?;
-        let mut stats = SourceStats { objects: objects.len() as u64, ..Default::default() };
         let progress = self.progress.then(|| Progress::new(&objects));
+        let loaded = self.load_objects(objects, window, progress.as_ref()).await?;
+        if let Some(progress) = progress {
+            progress.bar.finish_and_clear();
+        }
+        self.prune_cache(window);
+        Ok(loaded.into_logs(*window))
+    }
+
+    /// For a run of the present: the window's logs, and the requests of objects delivered at
+    /// or after `delivered_since` (the end of the last successful run's window) from up to
+    /// `logs.max_delivery_delay` before the window's end. CloudFront delivers a file usually
+    /// within an hour of its requests, so most requests reach the bucket after the window
+    /// that held them was analysed. The window returned starts at the earliest of them, so
+    /// that they are analysed together with every other request of their time.
+    pub async fn load_reaching_back(&self, window: &Window, delivered_since: DateTime<Utc>) -> Result<LoadedLogs, SourceError> {
+        let reach = chrono::Duration::from_std(self.max_delivery_delay).unwrap_or(chrono::Duration::MAX);
+        let horizon = Window { start: window.end.checked_sub_signed(reach).unwrap_or(DateTime::<Utc>::MIN_UTC), end: window.end };
+        if horizon.start >= window.start {
+            return self.load(window).await;
+        }
+        // An object's LastModified is when its upload began, a little before a listing can
+        // see it: counting an object delivered just before the last run again only widens
+        // this run's window.
+        let delivered_since = delivered_since - DELIVERY_MARGIN;
+        let window_hours = window.file_hours(self.max_request_duration);
+        let in_window_hours = |meta: &ObjectMeta| LogObjectName::parse(&meta.location).is_none_or(|name| window_hours.contains(&name.hour));
+        let (delivered, earlier): (Vec<_>, Vec<_>) =
+            self.list_window(&horizon).await?.into_iter().partition(|meta| meta.last_modified >= delivered_since);
+        let (in_window, before_window): (Vec<_>, Vec<_>) = earlier.into_iter().partition(in_window_hours);
+
+        let progress = self.progress.then(|| Progress::new(&[delivered.as_slice(), in_window.as_slice()].concat()));
+        let (delivered, in_window_loaded) = futures::try_join!(
+            // Whole, back to the horizon: where these objects' requests start is what sets the window.
+            self.load_objects(delivered, &horizon, progress.as_ref()),
+            self.load_objects(in_window.clone(), window, progress.as_ref())
+        )?;
+        if let Some(progress) = progress {
+            progress.bar.finish_and_clear();
+        }
+        let earliest = earliest_request(&delivered.batches, &horizon);
+        let reached = Window { start: earliest.map_or(window.start, |t| t.min(window.start)), end: window.end };
+        let mut loaded = if reached == *window {
+            in_window_loaded
+        } else {
+            // Every object with requests between the earliest delivered one and the window is
+            // needed over the wider window: the ones read for the window alone are read again
+            // (from the parse cache, once their writes are done).
+            in_window_loaded.cache_writes.wait().await;
+            let reached_hours = reached.file_hours(self.max_request_duration);
+            let needed: Vec<_> = in_window
+                .into_iter()
+                .chain(
+                    before_window
+                        .into_iter()
+                        .filter(|meta| LogObjectName::parse(&meta.location).is_none_or(|name| reached_hours.contains(&name.hour))),
+                )
+                .collect();
+            let progress = self.progress.then(|| Progress::new(&needed));
+            let loaded = self.load_objects(needed, &reached, progress.as_ref()).await?;
+            if let Some(progress) = progress {
+                progress.bar.finish_and_clear();
+            }
+            loaded
+        };
+        loaded.stats.objects_delivered_late =
+            delivered.per_object_earliest.iter().filter(|t| t.is_some_and(|t| t < window.start)).count() as u64;
+        loaded.absorb(delivered);
+        if reached != *window {
+            tracing::info!(
+                window_start = %reached.start,
+                reached_back_s = (window.start - reached.start).num_seconds(),
+                objects_delivered_late = loaded.stats.objects_delivered_late,
+                "window reaches back for requests whose logs were delivered after the windows that held them"
+            );
+        }
+        self.prune_cache(&horizon);
+        Ok(loaded.into_logs(reached))
+    }
+
+    /// Deletes cache files no run of the present can need again: those before `window` and
+    /// before the farthest a run reaches back for late deliveries.
+    fn prune_cache(&self, window: &Window) {
+        let Some(cache) = &self.cache else { return };
+        let reach = chrono::Duration::from_std(self.max_delivery_delay).unwrap_or(chrono::Duration::MAX);
+        let horizon_start = window.end.checked_sub_signed(reach).unwrap_or(DateTime::<Utc>::MIN_UTC);
+        cache.prune(&Window { start: window.start.min(horizon_start), end: window.end }, self.max_request_duration);
+    }
+
+    /// Fetches (or takes from the parse cache) and parses `objects`, keeping their rows that
+    /// can fall in `window`.
+    async fn load_objects(&self, objects: Vec<ObjectMeta>, window: &Window, progress: Option<&Progress>) -> Result<Loaded, SourceError> {
+        let mut stats = SourceStats { objects: objects.len() as u64, ..Default::default() };
         let loaded: Vec<_> = futures::stream::iter(objects)
             .map(|meta| async {
                 let name = meta.location.to_string();
-                let object = match self.load_object(meta, window, progress.as_ref().map(|p| &p.bar)).await {
+                let object = match self.load_object(meta, window, progress.map(|p| &p.bar)).await {
                     Ok(object) => Some(object),
                     // One bad object must not blind detection to the rest of the window for as
                     // long as its hour stays in it; rows it would have given are only missing,
@@ -312,7 +416,7 @@ impl LogSource {
                     }
                     Err(e) => return Err(e),
                 };
-                if let Some(progress) = &progress {
+                if let Some(progress) = progress {
                     progress.object_done(object.as_ref().map_or(0, |o| o.stats.lines));
                 }
                 Ok::<_, SourceError>(object)
@@ -320,11 +424,9 @@ impl LogSource {
             .buffered(self.max_concurrent_fetches)
             .try_collect()
             .await?;
-        if let Some(progress) = progress {
-            progress.bar.finish_and_clear();
-        }
         let mut batches = Vec::new();
         let mut cache_writes = CacheWrites::default();
+        let mut per_object_earliest = Vec::new();
         for object in loaded {
             let Some(object) = object else {
                 stats.objects_unreadable += 1;
@@ -338,12 +440,10 @@ impl LogSource {
                 stats.objects_parsed += 1;
             }
             stats.parse.add(&object.stats);
+            per_object_earliest.push(earliest_request(&object.batches, window));
             batches.extend(object.batches);
         }
-        if let Some(cache) = &self.cache {
-            cache.prune(window, self.max_request_duration);
-        }
-        Ok(LoadedLogs { batches, stats, cache_writes })
+        Ok(Loaded { batches, stats, cache_writes, per_object_earliest })
     }
 
     /// One object's rows, from the parse cache or fetched and parsed; `progress` counts its
@@ -370,6 +470,45 @@ impl LogSource {
         let cache_write = self.cache.as_ref().map(|cache| cache.put(&meta, &parsed));
         Ok(LoadedObject { batches: parsed.batches, stats: parsed.stats, bytes_fetched, from_cache: false, cache_write })
     }
+}
+
+/// Objects loaded together, before they become a run's [`LoadedLogs`].
+struct Loaded {
+    batches: Vec<RecordBatch>,
+    stats: SourceStats,
+    cache_writes: CacheWrites,
+    /// Each object's earliest request within the window it was loaded for.
+    per_object_earliest: Vec<Option<DateTime<Utc>>>,
+}
+
+impl Loaded {
+    fn absorb(&mut self, other: Loaded) {
+        self.batches.extend(other.batches);
+        self.cache_writes.0.extend(other.cache_writes.0);
+        self.per_object_earliest.extend(other.per_object_earliest);
+        let (mine, theirs) = (&mut self.stats, other.stats);
+        mine.objects += theirs.objects;
+        mine.objects_parsed += theirs.objects_parsed;
+        mine.objects_from_cache += theirs.objects_from_cache;
+        mine.objects_unreadable += theirs.objects_unreadable;
+        mine.bytes_fetched += theirs.bytes_fetched;
+        mine.parse.add(&theirs.parse);
+    }
+
+    fn into_logs(self, window: Window) -> LoadedLogs {
+        LoadedLogs { batches: self.batches, stats: self.stats, cache_writes: self.cache_writes, window }
+    }
+}
+
+/// The earliest request time in `batches` within `window`, if any.
+fn earliest_request(batches: &[RecordBatch], window: &Window) -> Option<DateTime<Utc>> {
+    let (from, to) = (window.start.timestamp(), window.end.timestamp());
+    batches
+        .iter()
+        .filter_map(|batch| batch.column_by_name("epoch_s")?.as_any().downcast_ref::<arrow::array::Int64Array>().cloned())
+        .flat_map(|times| times.values().iter().copied().filter(|t| (from..to).contains(t)).min())
+        .min()
+        .and_then(|t| DateTime::from_timestamp(t, 0))
 }
 
 /// What a listing found.
@@ -666,6 +805,7 @@ mod tests {
             distribution_ids: distribution_ids.iter().map(|d| d.to_string()).collect(),
             ordered_listing,
             max_request_duration: Duration::ZERO,
+            max_delivery_delay: Duration::ZERO,
             max_concurrent_fetches: 1,
             cache: None,
             progress: false,

@@ -122,26 +122,48 @@ pub fn write_hour(dir: &Path, lines: &[String]) -> PathBuf {
 }
 
 pub fn honest_viewers() -> Vec<String> {
+    honest_viewers_between(T0 + 3, T0 + 600)
+}
+
+/// Four honest viewers, one device each, playing over `[start, end)`.
+pub fn honest_viewers_between(start: i64, end: i64) -> Vec<String> {
     let ids = ["honest1", "honest2", "honest3", "honest4"];
     let mut lines = Vec::new();
     for (i, id) in ids.iter().enumerate() {
         let ip = format!("198.51.100.{}", i + 1);
-        lines.extend(viewer(id, &ip, "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0").lines());
+        lines.extend(Viewer { start, end, ..viewer(id, &ip, "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0") }.lines());
     }
     lines
 }
 
 /// A token shared by `n` viewers on different addresses, agents and referers.
 pub fn shared_session(session: &str, n: usize) -> Vec<String> {
+    shared_session_between(session, n, T0 + 3, T0 + 600)
+}
+
+/// [`shared_session`], played over `[start, end)`.
+pub fn shared_session_between(session: &str, n: usize, start: i64, end: i64) -> Vec<String> {
     let mut lines = Vec::new();
     for k in 0..n {
         let ip = format!("203.0.113.{}", 10 + k);
         let ua = format!("Mozilla/5.0 Viewer{k}");
         let referer = format!("https://pirate{k}.example/");
-        let v = Viewer { referer: &referer, ..viewer(session, &ip, &ua) };
+        let v = Viewer { referer: &referer, start, end, ..viewer(session, &ip, &ua) };
         lines.extend(v.lines());
     }
     lines
+}
+
+/// `lines` as a gz log file in `dir`, named as CloudFront names the file of the hour holding
+/// `hour_of` (`id` tells files of one hour apart), and last modified at `delivered`: when
+/// CloudFront delivered it.
+pub fn write_delivered(dir: &Path, hour_of: i64, id: &str, lines: &[String], delivered: std::time::SystemTime) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let hour = chrono::DateTime::from_timestamp(hour_of, 0).unwrap().format("%Y-%m-%d-%H");
+    let path = dir.join(format!("E1EXAMPLE.{hour}.{id}.gz"));
+    std::fs::write(&path, gzip(&log_text(lines))).unwrap();
+    std::fs::File::options().write(true).open(&path).unwrap().set_modified(delivered).unwrap();
+    path
 }
 
 // ---------------------------------------------------------------------------------------------

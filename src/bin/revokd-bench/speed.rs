@@ -350,7 +350,7 @@ pub fn scheduled_runs(config: &Path, times: &[chrono::DateTime<chrono::Utc>]) ->
                 return Err("stdin closed before the next run".to_string());
             }
             let (cpu, started) = (process_cpu(), Instant::now());
-            let options = revokd::run::RunOptions { now: Some(*now), dry_run: true, observe: false };
+            let options = revokd::run::RunOptions { now: Some(*now), dry_run: true, ..Default::default() };
             let report = revokd::run::run_once(&rt, &options).await;
             let (wall, cpu) = (started.elapsed(), process_cpu() - cpu);
             if let Some(e) = &report.error {
