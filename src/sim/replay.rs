@@ -17,6 +17,25 @@ use crate::source::cloudfront::parse_log;
 pub struct ReplayOptions {
     pub interval_s: i64,
     pub lookback_s: i64,
+    /// How the logs reach the bucket; `None`: every request at once.
+    pub delivery: Option<Delivery>,
+}
+
+/// CloudFront's log delivery, modelled: the requests of each `FILE_PERIOD_S` go in one file,
+/// delivered a delay drawn uniformly from `[min_delay_s, max_delay_s]` after the period ends.
+/// A run sees the files delivered by its time, and reaches back as a run of the present does
+/// (`LogSource::load_reaching_back`): to the earliest request (to the minute) of the files
+/// delivered since the previous run, no further than `max_delivery_delay_s` (0: never).
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery {
+    pub min_delay_s: i64,
+    pub max_delay_s: i64,
+    pub max_delivery_delay_s: i64,
+}
+
+impl Delivery {
+    /// CloudFront delivers "up to several times an hour".
+    pub const FILE_PERIOD_S: i64 = 600;
 }
 
 /// The traffic as parsed `requests` batches, one group per minute, so a run's window takes
@@ -45,9 +64,25 @@ impl MinuteBatches {
         MinuteBatches { minutes }
     }
 
-    fn window(&self, window: &Window) -> Vec<RecordBatch> {
+    /// The batches of the minutes in `window` that `visible` lets through.
+    fn window(&self, window: &Window, visible: impl Fn(i64) -> bool) -> Vec<RecordBatch> {
         let (from, to) = (window.start.timestamp().div_euclid(60), (window.end.timestamp() - 1).div_euclid(60));
-        self.minutes.range(from..=to).flat_map(|(_, b)| b.iter().cloned()).collect()
+        self.minutes.range(from..=to).filter(|(minute, _)| visible(**minute)).flat_map(|(_, b)| b.iter().cloned()).collect()
+    }
+
+    /// When each minute's requests are delivered, their file's period end plus its delay.
+    fn delivery_times(&self, delivery: &Delivery, seed: u64) -> BTreeMap<i64, i64> {
+        let mut rng = fastrand::Rng::with_seed(seed ^ 0xde11_7e2e);
+        let mut delays = BTreeMap::new();
+        let per_file = Delivery::FILE_PERIOD_S / 60;
+        self.minutes
+            .keys()
+            .map(|&minute| {
+                let file = minute.div_euclid(per_file);
+                let delay = *delays.entry(file).or_insert_with(|| rng.i64(delivery.min_delay_s..=delivery.max_delay_s));
+                (minute, (file + 1) * Delivery::FILE_PERIOD_S + delay)
+            })
+            .collect()
     }
 }
 
@@ -81,13 +116,29 @@ pub async fn replay(
     // The daemon was already running when the traffic began: the first run comes one interval
     // in, over a window that starts before the traffic.
     let (start, end) = (traffic.scenario.start, traffic.scenario.end());
+    let delivered_at = options.delivery.map(|d| batches.delivery_times(&d, traffic.scenario.seed));
+    // With delivery delays, runs go on until the last file is in.
+    let last_run = end + options.delivery.map_or(0, |d| d.max_delay_s + Delivery::FILE_PERIOD_S);
+    let mut previous_run = None;
     let mut t = start + options.interval_s;
-    while t <= end {
+    while t <= last_run {
+        let mut window_start = t - options.lookback_s;
+        if let (Some(delivery), Some(delivered_at), Some(previous)) = (options.delivery, &delivered_at, previous_run)
+            && delivery.max_delivery_delay_s > 0
+        {
+            let horizon = t - delivery.max_delivery_delay_s;
+            let earliest_late = delivered_at
+                .iter()
+                .filter(|&(&minute, &at)| previous < at && at <= t && minute * 60 + 60 > horizon)
+                .map(|(&minute, _)| (minute * 60).max(horizon))
+                .min();
+            window_start = earliest_late.map_or(window_start, |e| e.min(window_start));
+        }
         let window = Window {
-            start: DateTime::from_timestamp(t - options.lookback_s, 0).expect("in range"),
+            start: DateTime::from_timestamp(window_start, 0).expect("in range"),
             end: DateTime::from_timestamp(t, 0).expect("in range"),
         };
-        let input = batches.window(&window);
+        let input = batches.window(&window, |minute| delivered_at.as_ref().is_none_or(|d| d.get(&minute).is_some_and(|&at| at <= t)));
         for ((_, analyzer), result) in queries.iter().zip(results.iter_mut()) {
             let clock = Instant::now();
             let scores = analyzer.analyse(input.clone(), &window).await?;
@@ -102,6 +153,7 @@ pub async fn replay(
                 }
             }
         }
+        previous_run = Some(t);
         t += options.interval_s;
     }
     Ok(results)

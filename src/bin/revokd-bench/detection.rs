@@ -11,6 +11,7 @@ pub struct DetectionArgs {
     pub restreamers: usize,
     pub interval_s: i64,
     pub lookback_s: i64,
+    pub delivery: Option<revokd::sim::replay::Delivery>,
     pub queries: Vec<String>,
     pub params: Vec<String>,
     pub verbose: bool,
@@ -39,7 +40,7 @@ pub async fn detection(args: DetectionArgs) -> Result<(), String> {
         let params = query.bind_params(&overrides).map_err(|(k, m)| format!("--param {k}: {m}"))?;
         analyzers.push((name.clone(), Analyzer::new(query, params)));
     }
-    let options = ReplayOptions { interval_s: args.interval_s, lookback_s: args.lookback_s };
+    let options = ReplayOptions { interval_s: args.interval_s, lookback_s: args.lookback_s, delivery: args.delivery };
     let mut evaluations: Vec<Evaluation> = vec![Evaluation::default(); analyzers.len()];
     let mut requests = 0;
     for &seed in &args.seeds {
@@ -98,6 +99,16 @@ fn print_detection(args: &DetectionArgs, evaluations: &[revokd::sim::replay::Eva
         requests
     );
     println!("a run every {} s over the last {} s, as the daemon does", args.interval_s, args.lookback_s);
+    match args.delivery {
+        None => println!("every request's log delivered at once"),
+        Some(d) => println!(
+            "logs delivered in {}-minute files, each {}-{} s after its period; runs reach back {} for files delivered since the last",
+            revokd::sim::replay::Delivery::FILE_PERIOD_S / 60,
+            d.min_delay_s,
+            d.max_delay_s,
+            if d.max_delivery_delay_s > 0 { format!("up to {} s", d.max_delivery_delay_s) } else { "never".to_string() }
+        ),
+    }
     println!();
     row("", names.iter().map(|n| n.to_string()).collect());
     row("precision", evaluations.iter().map(|e| format!("{:.4}", e.precision())).collect());

@@ -72,6 +72,14 @@ enum Command {
         interval: std::time::Duration,
         #[arg(long, default_value = "10m", value_parser = parse_duration)]
         lookback: std::time::Duration,
+        /// Model CloudFront's log delivery: each 10-minute file delivered MIN..MAX after its
+        /// period (e.g. `10m..40m`). Without it, every request's log is there at once.
+        #[arg(long, value_parser = parse_duration_range)]
+        delivery_delay: Option<(std::time::Duration, std::time::Duration)>,
+        /// With --delivery-delay: how far back a run reaches for late files, as
+        /// `logs.max_delivery_delay` (`0s`: never).
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        max_delivery_delay: std::time::Duration,
         /// Queries to compare: built-in names or .sql paths.
         #[arg(long, value_delimiter = ',', default_value = "default,reference")]
         queries: Vec<String>,
@@ -134,6 +142,16 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     revokd::config::parse_duration(s)
 }
 
+/// `MIN..MAX`, two durations.
+fn parse_duration_range(s: &str) -> Result<(std::time::Duration, std::time::Duration), String> {
+    let (min, max) = s.split_once("..").ok_or_else(|| format!("`{s}`: expected MIN..MAX, e.g. 10m..40m"))?;
+    let (min, max) = (parse_duration(min)?, parse_duration(max)?);
+    if min > max {
+        return Err(format!("`{s}`: MIN is longer than MAX"));
+    }
+    Ok((min, max))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -162,7 +180,21 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Detection { seeds, duration, sessions, leaks, restreamers, interval, lookback, queries, params, verbose, trace } => {
+        Command::Detection {
+            seeds,
+            duration,
+            sessions,
+            leaks,
+            restreamers,
+            interval,
+            lookback,
+            delivery_delay,
+            max_delivery_delay,
+            queries,
+            params,
+            verbose,
+            trace,
+        } => {
             // As revokd refuses such a schedule: the requests between runs would go unseen,
             // and the figures would measure the gaps, not the detection.
             if lookback < interval {
@@ -180,6 +212,11 @@ fn main() -> ExitCode {
                 restreamers,
                 interval_s: interval.as_secs() as i64,
                 lookback_s: lookback.as_secs() as i64,
+                delivery: delivery_delay.map(|(min, max)| revokd::sim::replay::Delivery {
+                    min_delay_s: min.as_secs() as i64,
+                    max_delay_s: max.as_secs() as i64,
+                    max_delivery_delay_s: max_delivery_delay.as_secs() as i64,
+                }),
                 queries,
                 params,
                 verbose,
