@@ -90,6 +90,10 @@ pub enum Command {
         /// The end of the window to analyse (RFC 3339; default: now).
         #[arg(long, value_parser = parse_time)]
         now: Option<DateTime<Utc>>,
+        /// The start of the window (RFC 3339; default: schedule.lookback before --now). A run
+        /// that reached back for logs delivered late reports its start as `window_start`.
+        #[arg(long, value_parser = parse_time)]
+        from: Option<DateTime<Utc>>,
         /// JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -195,9 +199,14 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             let ttl = ttl.unwrap_or(config.revocation.manual_ttl);
             operator_write(config, &session_ids, EntryKind::Manual, ttl, reason, no_enforce).await
         }
-        Command::Explain { session_id, now, json } => {
+        Command::Explain { session_id, now, from, json } => {
+            if let Some(from) = from
+                && from >= now.unwrap_or_else(Utc::now)
+            {
+                return Err(Failure(format!("--from {} is not before the window's end", from.to_rfc3339()), 2));
+            }
             let rt = Runtime::open(config).await?;
-            let explanation = crate::run::explain(&rt, &session_id, now).await?;
+            let explanation = crate::run::explain(&rt, &session_id, now, from).await?;
             print(&explanation, json, |out| write_explanation(out, &explanation))?;
             Ok(if explanation.found { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }

@@ -415,9 +415,19 @@ pub struct Explanation {
 }
 
 /// Analyses the window ending at `now` (default: now) and explains one session. Reads only.
-pub async fn explain(rt: &Runtime, session_id: &str, now: Option<DateTime<Utc>>) -> Result<Explanation, RunError> {
+/// The window starts at `from` if given (a run that reached back for logs delivered late
+/// analysed from its report's `window_start`), else a lookback before `now`.
+pub async fn explain(
+    rt: &Runtime,
+    session_id: &str,
+    now: Option<DateTime<Utc>>,
+    from: Option<DateTime<Utc>>,
+) -> Result<Explanation, RunError> {
     let now = now.unwrap_or_else(Utc::now);
-    let window = Window::ending_at(now, rt.config.schedule.lookback);
+    let window = match from {
+        Some(start) => Window { start, end: now },
+        None => Window::ending_at(now, rt.config.schedule.lookback),
+    };
     let (logs, planned) = read_and_plan(rt, &window, None).await;
     let logs = logs?;
     let allowed_by_ip =

@@ -445,6 +445,14 @@ fn a_run_reaches_back_for_requests_whose_logs_were_delivered_after_their_window(
     assert_eq!(flagged(&first).into_iter().map(|(id, _)| id).collect::<Vec<_>>(), ["leak3"], "{first}");
     assert_eq!(rule_file(&work.path("state/rule-group.json")).len(), 1);
     assert!(logs.contains("window reaches back"), "{logs}");
+    // explain sees the decision over the run's window, given its start.
+    let explain = |extra: &[&str]| {
+        let end = first["window_end"].as_str().unwrap();
+        let out = work.revokd(&[&["explain", "leak3", "--config", "revokd.toml", "--now", end, "--json"], extra].concat());
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(explain(&["--from", first["window_start"].as_str().unwrap()])["flagged"], true);
+    assert_eq!(explain(&[])["found"], false, "the lookback before the run's end holds none of the leak's requests");
 
     // Nothing delivered since: the next run is back to its lookback.
     work.ok(&["run", "--config", "revokd.toml", "--report", "second.json"]);
@@ -502,6 +510,10 @@ fn explain_gives_each_signals_value_threshold_and_contribution() {
         text.contains("not flagged") && text.contains("SIGNAL") && text.contains("THRESHOLD") && text.contains("CONTRIBUTION"),
         "{text}"
     );
+
+    let empty = work.revokd(&["explain", "leak3", "--config", "revokd.toml", "--now", &now, "--from", &now]);
+    assert_eq!(empty.status.code(), Some(2), "a window that ends where it starts is a bad argument");
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("--from"));
 
     let missing = work.revokd(&["explain", "nobody", "--config", "revokd.toml", "--now", &now]);
     assert_eq!(missing.status.code(), Some(1));
