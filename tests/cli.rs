@@ -462,6 +462,16 @@ fn a_run_reaches_back_for_requests_whose_logs_were_delivered_after_their_window(
     assert!(flagged(&second).is_empty(), "{second}");
 }
 
+#[tokio::test]
+async fn the_daemons_scheduled_run_reaches_back_from_the_last_run_it_recorded() {
+    let (work, played_from) = leak_delivered_after_its_window("1h");
+    let rt = runtime(&work).await;
+    let runs = tokio::sync::Mutex::new(revokd::daemon::Coverage::kept_in(&work.path("state")));
+    let report = revokd::daemon::scheduled_run(&rt, &runs, None).await.unwrap();
+    assert_eq!(report.window_start.timestamp(), played_from, "{report:?}");
+    assert_eq!(report.flagged.iter().map(|f| f.session_id.as_str()).collect::<Vec<_>>(), ["leak3"]);
+}
+
 #[test]
 fn a_run_reaches_back_no_further_than_max_delivery_delay() {
     let (work, _) = leak_delivered_after_its_window("20m");
