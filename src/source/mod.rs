@@ -25,6 +25,10 @@ pub use names::{HourIndex, LogObjectName, Window};
 /// delivered after it (an upload is stamped when it begins, and listed once it ends).
 const DELIVERY_MARGIN: chrono::Duration = chrono::Duration::minutes(1);
 
+/// "Some or all log file entries for a time period can sometimes be delayed by up to 24
+/// hours" (CloudFront's developer guide).
+const CLOUDFRONT_MAX_DELIVERY_DELAY: chrono::Duration = chrono::Duration::hours(24);
+
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("cannot open log location {location}: {source}")]
@@ -71,6 +75,13 @@ pub struct SourceStats {
     /// Objects delivered since the last successful run holding requests from before the
     /// window, for which the window reached back (a run of the present only).
     pub objects_delivered_late: u64,
+    /// Objects delivered since the last successful run for hours wholly before
+    /// `logs.max_delivery_delay` (up to a day back, CloudFront's latest): not read, analysed
+    /// by no run.
+    pub objects_delivered_too_late: u64,
+    /// Lines older than `logs.max_delivery_delay` in objects delivered since the last
+    /// successful run: analysed by no run.
+    pub lines_delivered_too_late: u64,
     #[serde(flatten)]
     pub parse: ParseStats,
 }
@@ -336,8 +347,14 @@ impl LogSource {
         let delivered_since = delivered_since - DELIVERY_MARGIN;
         let window_hours = window.file_hours(self.max_request_duration);
         let in_window_hours = |meta: &ObjectMeta| LogObjectName::parse(&meta.location).is_none_or(|name| window_hours.contains(&name.hour));
+        // Listed as far back as CloudFront may deliver, to count what comes too late to read.
+        let accounted = Window { start: horizon.start.min(window.end - CLOUDFRONT_MAX_DELIVERY_DELAY), end: window.end };
+        let horizon_hours = horizon.file_hours(self.max_request_duration);
         let (delivered, earlier): (Vec<_>, Vec<_>) =
-            self.list_window(&horizon).await?.into_iter().partition(|meta| meta.last_modified >= delivered_since);
+            self.list_window(&accounted).await?.into_iter().partition(|meta| meta.last_modified >= delivered_since);
+        let (delivered, too_late): (Vec<_>, Vec<_>) = delivered
+            .into_iter()
+            .partition(|meta| LogObjectName::parse(&meta.location).is_none_or(|name| horizon_hours.contains(&name.hour)));
         let (in_window, before_window): (Vec<_>, Vec<_>) = earlier.into_iter().partition(in_window_hours);
 
         let progress = self.progress.then(|| Progress::new(&[delivered.as_slice(), in_window.as_slice()].concat()));
@@ -374,6 +391,17 @@ impl LogSource {
             }
             loaded
         };
+        loaded.stats.objects_delivered_too_late = too_late.len() as u64;
+        loaded.stats.lines_delivered_too_late = requests_before(&delivered.batches, horizon.start);
+        if loaded.stats.objects_delivered_too_late + loaded.stats.lines_delivered_too_late > 0 {
+            tracing::warn!(
+                objects_delivered_too_late = loaded.stats.objects_delivered_too_late,
+                lines_delivered_too_late = loaded.stats.lines_delivered_too_late,
+                oldest_object = too_late.iter().map(|meta| meta.location.as_ref()).min().unwrap_or(""),
+                max_delivery_delay = %humantime::format_duration(self.max_delivery_delay),
+                "log requests delivered later than logs.max_delivery_delay after they were made are analysed by no run"
+            );
+        }
         loaded.stats.objects_delivered_late =
             delivered.per_object_earliest.iter().filter(|t| t.is_some_and(|t| t < window.start)).count() as u64;
         loaded.absorb(delivered);
@@ -498,6 +526,16 @@ impl Loaded {
     fn into_logs(self, window: Window) -> LoadedLogs {
         LoadedLogs { batches: self.batches, stats: self.stats, cache_writes: self.cache_writes, window }
     }
+}
+
+/// Requests in `batches` made before `time`.
+fn requests_before(batches: &[RecordBatch], time: DateTime<Utc>) -> u64 {
+    let time = time.timestamp();
+    batches
+        .iter()
+        .filter_map(|batch| batch.column_by_name("epoch_s")?.as_any().downcast_ref::<arrow::array::Int64Array>().cloned())
+        .map(|times| times.values().iter().filter(|&&t| t < time).count() as u64)
+        .sum()
 }
 
 /// The earliest request time in `batches` within `window`, if any.
