@@ -321,7 +321,7 @@ impl LogSource {
     pub async fn load(&self, window: &Window) -> Result<LoadedLogs, SourceError> {
         let objects = self.list_window(window).await?;
         let progress = self.progress.then(|| Progress::new(&objects));
-        let loaded = self.load_objects(objects, window, progress.as_ref()).await?;
+        let loaded = self.load_objects(objects, window, progress.as_ref(), None).await?;
         if let Some(progress) = progress {
             progress.bar.finish_and_clear();
         }
@@ -352,16 +352,30 @@ impl LogSource {
         let horizon_hours = horizon.file_hours(self.max_request_duration);
         let (delivered, earlier): (Vec<_>, Vec<_>) =
             self.list_window(&accounted).await?.into_iter().partition(|meta| meta.last_modified >= delivered_since);
-        let (delivered, too_late): (Vec<_>, Vec<_>) = delivered
+        let (delivered, before_reach): (Vec<_>, Vec<_>) = delivered
             .into_iter()
             .partition(|meta| LogObjectName::parse(&meta.location).is_none_or(|name| horizon_hours.contains(&name.hour)));
+        // Files of hours the window cannot reach, delivered longer after their last request
+        // than the reach: delivered too late for any run. The rest came in time for a run
+        // that did not happen (a stop), which the run's report says (`unanalysed_before`).
+        let overrun = chrono::Duration::from_std(self.max_request_duration).unwrap_or(chrono::Duration::MAX);
+        let too_late = before_reach
+            .iter()
+            .filter(|meta| {
+                LogObjectName::parse(&meta.location).is_some_and(|name| {
+                    DateTime::from_timestamp((name.hour + 1) * 3600, 0)
+                        .and_then(|hour_end| hour_end.checked_add_signed(overrun))
+                        .is_some_and(|last_request| meta.last_modified - last_request > reach)
+                })
+            })
+            .count() as u64;
         let (in_window, before_window): (Vec<_>, Vec<_>) = earlier.into_iter().partition(in_window_hours);
 
         let progress = self.progress.then(|| Progress::new(&[delivered.as_slice(), in_window.as_slice()].concat()));
         let (delivered, in_window_loaded) = futures::try_join!(
             // Whole, back to the horizon: where these objects' requests start is what sets the window.
-            self.load_objects(delivered, &horizon, progress.as_ref()),
-            self.load_objects(in_window.clone(), window, progress.as_ref())
+            self.load_objects(delivered, &horizon, progress.as_ref(), Some(reach)),
+            self.load_objects(in_window.clone(), window, progress.as_ref(), None)
         )?;
         if let Some(progress) = progress {
             progress.bar.finish_and_clear();
@@ -385,19 +399,18 @@ impl LogSource {
                 )
                 .collect();
             let progress = self.progress.then(|| Progress::new(&needed));
-            let loaded = self.load_objects(needed, &reached, progress.as_ref()).await?;
+            let loaded = self.load_objects(needed, &reached, progress.as_ref(), None).await?;
             if let Some(progress) = progress {
                 progress.bar.finish_and_clear();
             }
             loaded
         };
-        loaded.stats.objects_delivered_too_late = too_late.len() as u64;
-        loaded.stats.lines_delivered_too_late = requests_before(&delivered.batches, horizon.start);
+        loaded.stats.objects_delivered_too_late = too_late;
+        loaded.stats.lines_delivered_too_late = delivered.stats.lines_delivered_too_late;
         if loaded.stats.objects_delivered_too_late + loaded.stats.lines_delivered_too_late > 0 {
             tracing::warn!(
                 objects_delivered_too_late = loaded.stats.objects_delivered_too_late,
                 lines_delivered_too_late = loaded.stats.lines_delivered_too_late,
-                oldest_object = too_late.iter().map(|meta| meta.location.as_ref()).min().unwrap_or(""),
                 max_delivery_delay = %humantime::format_duration(self.max_delivery_delay),
                 "log requests delivered later than logs.max_delivery_delay after they were made are analysed by no run"
             );
@@ -428,11 +441,22 @@ impl LogSource {
 
     /// Fetches (or takes from the parse cache) and parses `objects`, keeping their rows that
     /// can fall in `window`.
-    async fn load_objects(&self, objects: Vec<ObjectMeta>, window: &Window, progress: Option<&Progress>) -> Result<Loaded, SourceError> {
+    ///
+    /// With `max_delivery_delay`, the objects are ones delivered since the last run, and their
+    /// requests made longer than that before their object's delivery are counted in
+    /// `lines_delivered_too_late`.
+    async fn load_objects(
+        &self,
+        objects: Vec<ObjectMeta>,
+        window: &Window,
+        progress: Option<&Progress>,
+        max_delivery_delay: Option<chrono::Duration>,
+    ) -> Result<Loaded, SourceError> {
         let mut stats = SourceStats { objects: objects.len() as u64, ..Default::default() };
         let loaded: Vec<_> = futures::stream::iter(objects)
             .map(|meta| async {
                 let name = meta.location.to_string();
+                let delivered = meta.last_modified;
                 let object = match self.load_object(meta, window, progress.map(|p| &p.bar)).await {
                     Ok(object) => Some(object),
                     // One bad object must not blind detection to the rest of the window for as
@@ -447,7 +471,7 @@ impl LogSource {
                 if let Some(progress) = progress {
                     progress.object_done(object.as_ref().map_or(0, |o| o.stats.lines));
                 }
-                Ok::<_, SourceError>(object)
+                Ok::<_, SourceError>(object.map(|object| (object, delivered)))
             })
             .buffered(self.max_concurrent_fetches)
             .try_collect()
@@ -456,10 +480,13 @@ impl LogSource {
         let mut cache_writes = CacheWrites::default();
         let mut per_object_earliest = Vec::new();
         for object in loaded {
-            let Some(object) = object else {
+            let Some((object, delivered)) = object else {
                 stats.objects_unreadable += 1;
                 continue;
             };
+            if let Some(delay) = max_delivery_delay {
+                stats.lines_delivered_too_late += requests_before(&object.batches, delivered - delay);
+            }
             cache_writes.0.extend(object.cache_write);
             stats.bytes_fetched += object.bytes_fetched;
             if object.from_cache {
