@@ -345,31 +345,18 @@ impl LogSource {
         // see it: counting an object delivered just before the last run again only widens
         // this run's window.
         let delivered_since = delivered_since - DELIVERY_MARGIN;
-        let window_hours = window.file_hours(self.max_request_duration);
-        let in_window_hours = |meta: &ObjectMeta| LogObjectName::parse(&meta.location).is_none_or(|name| window_hours.contains(&name.hour));
         // Listed as far back as CloudFront may deliver, to count what comes too late to read.
         let accounted = Window { start: horizon.start.min(window.end - CLOUDFRONT_MAX_DELIVERY_DELAY), end: window.end };
-        let horizon_hours = horizon.file_hours(self.max_request_duration);
         let (delivered, earlier): (Vec<_>, Vec<_>) =
             self.list_window(&accounted).await?.into_iter().partition(|meta| meta.last_modified >= delivered_since);
-        let (delivered, before_reach): (Vec<_>, Vec<_>) = delivered
-            .into_iter()
-            .partition(|meta| LogObjectName::parse(&meta.location).is_none_or(|name| horizon_hours.contains(&name.hour)));
-        // Files of hours the window cannot reach, delivered longer after their last request
-        // than the reach: delivered too late for any run. The rest came in time for a run
-        // that did not happen (a stop), which the run's report says (`unanalysed_before`).
-        let overrun = chrono::Duration::from_std(self.max_request_duration).unwrap_or(chrono::Duration::MAX);
-        let too_late = before_reach
-            .iter()
-            .filter(|meta| {
-                LogObjectName::parse(&meta.location).is_some_and(|name| {
-                    DateTime::from_timestamp((name.hour + 1) * 3600, 0)
-                        .and_then(|hour_end| hour_end.checked_add_signed(overrun))
-                        .is_some_and(|last_request| meta.last_modified - last_request > reach)
-                })
-            })
-            .count() as u64;
-        let (in_window, before_window): (Vec<_>, Vec<_>) = earlier.into_iter().partition(in_window_hours);
+        let horizon_hours = horizon.file_hours(self.max_request_duration);
+        let (delivered, before_reach): (Vec<_>, Vec<_>) = delivered.into_iter().partition(|meta| may_hold(meta, &horizon_hours));
+        // Of files the window cannot reach, those delivered too late for any run. The rest
+        // came in time for a run that did not happen (a stop): the run's report names their
+        // requests (`unanalysed_before`).
+        let too_late = before_reach.iter().filter(|meta| self.delivered_after_last_request(meta, reach)).count() as u64;
+        let window_hours = window.file_hours(self.max_request_duration);
+        let (in_window, before_window): (Vec<_>, Vec<_>) = earlier.into_iter().partition(|meta| may_hold(meta, &window_hours));
 
         let progress = self.progress.then(|| Progress::new(&[delivered.as_slice(), in_window.as_slice()].concat()));
         let (delivered, in_window_loaded) = futures::try_join!(
@@ -390,14 +377,8 @@ impl LogSource {
             // (from the parse cache, once their writes are done).
             in_window_loaded.cache_writes.wait().await;
             let reached_hours = reached.file_hours(self.max_request_duration);
-            let needed: Vec<_> = in_window
-                .into_iter()
-                .chain(
-                    before_window
-                        .into_iter()
-                        .filter(|meta| LogObjectName::parse(&meta.location).is_none_or(|name| reached_hours.contains(&name.hour))),
-                )
-                .collect();
+            let needed: Vec<_> =
+                in_window.into_iter().chain(before_window.into_iter().filter(|meta| may_hold(meta, &reached_hours))).collect();
             let progress = self.progress.then(|| Progress::new(&needed));
             let loaded = self.load_objects(needed, &reached, progress.as_ref(), None).await?;
             if let Some(progress) = progress {
@@ -428,6 +409,16 @@ impl LogSource {
         }
         self.prune_cache(&horizon);
         Ok(loaded.into_logs(reached))
+    }
+
+    /// Whether a CloudFront log object was delivered longer than `delay` after the last
+    /// request its hour can hold.
+    fn delivered_after_last_request(&self, meta: &ObjectMeta, delay: chrono::Duration) -> bool {
+        let overrun = chrono::Duration::from_std(self.max_request_duration).unwrap_or(chrono::Duration::MAX);
+        LogObjectName::parse(&meta.location)
+            .and_then(|name| DateTime::from_timestamp((name.hour + 1) * 3600, 0))
+            .and_then(|hour_end| hour_end.checked_add_signed(overrun))
+            .is_some_and(|last_request| meta.last_modified - last_request > delay)
     }
 
     /// Deletes cache files no run of the present can need again: those before `window` and
@@ -553,6 +544,11 @@ impl Loaded {
     fn into_logs(self, window: Window) -> LoadedLogs {
         LoadedLogs { batches: self.batches, stats: self.stats, cache_writes: self.cache_writes, window }
     }
+}
+
+/// Whether `meta` can hold requests of `hours`; one without a CloudFront name always can.
+fn may_hold(meta: &ObjectMeta, hours: &RangeInclusive<HourIndex>) -> bool {
+    LogObjectName::parse(&meta.location).is_none_or(|name| hours.contains(&name.hour))
 }
 
 /// Requests in `batches` made before `time`.
