@@ -435,15 +435,23 @@ fn a_run_reaches_back_for_requests_whose_logs_were_delivered_after_their_window(
     // that held them were analysed without them.
     let time = |v: &serde_json::Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap().timestamp();
     let (work, played_from) = leak_delivered_after_its_window("1h");
-    // And a file of three hours ago, delivered as late: past the reach, counted and not read.
-    let three_hours_ago = played_from - 3 * 3600 + 40 * 60;
-    let old_leak = shared_session_between("oldleak", 3, three_hours_ago, three_hours_ago + 600);
+    // The last run ended 5 minutes ago: the reach is an hour (and the minute's margin) before
+    // it, 66 minutes ago. Files delivered as late, older than that, are counted, not analysed:
+    // one of an hour wholly before the reach (listed, not read) and 40 lines of 70 minutes
+    // ago (read: their hour is within it).
+    let now = played_from + 40 * 60;
     let two_minutes_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
-    write_delivered(&work.path("logs"), three_hours_ago, "0003", &old_leak, two_minutes_ago);
-    // And 40 lines of 64 minutes ago, delivered as late: read (their hour is in reach), but
-    // older than the reach, so counted and not analysed.
-    let an_hour_ago = played_from - 24 * 60;
-    write_delivered(&work.path("logs"), an_hour_ago, "0004", &honest_viewers_between(an_hour_ago, an_hour_ago + 60), two_minutes_ago);
+    let hour_before_the_reach = (now - 131 * 60).div_euclid(3600) * 3600;
+    let old_leak = shared_session_between("oldleak", 3, hour_before_the_reach, hour_before_the_reach + 600);
+    write_delivered(&work.path("logs"), hour_before_the_reach, "0003", &old_leak, two_minutes_ago);
+    let past_the_reach = now - 70 * 60;
+    write_delivered(
+        &work.path("logs"),
+        past_the_reach,
+        "0004",
+        &honest_viewers_between(past_the_reach, past_the_reach + 60),
+        two_minutes_ago,
+    );
     let logs = work.ok(&["run", "--config", "revokd.toml", "--report", "first.json"]);
     let first = work.report("first.json");
     assert_eq!(time(&first["window_start"]), played_from, "the window starts at the late file's first request: {first}");

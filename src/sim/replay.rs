@@ -25,7 +25,8 @@ pub struct ReplayOptions {
 /// delivered a delay drawn uniformly from `[min_delay_s, max_delay_s]` after the period ends.
 /// A run sees the files delivered by its time, and reaches back as a run of the present does
 /// (`LogSource::load_reaching_back`): to the earliest request (to the minute) of the files
-/// delivered since the previous run, no further than `max_delivery_delay_s` (0: never).
+/// delivered since the previous run, no further than `max_delivery_delay_s` before that run
+/// (0: never).
 #[derive(Debug, Clone, Copy)]
 pub struct Delivery {
     pub min_delay_s: i64,
@@ -126,7 +127,7 @@ pub async fn replay(
         if let (Some(delivery), Some(delivered_at), Some(previous)) = (options.delivery, &delivered_at, previous_run)
             && delivery.max_delivery_delay_s > 0
         {
-            let horizon = t - delivery.max_delivery_delay_s;
+            let horizon = previous - delivery.max_delivery_delay_s;
             let earliest_late = delivered_at
                 .iter()
                 .filter(|&(&minute, &at)| previous < at && at <= t && minute * 60 + 60 > horizon)

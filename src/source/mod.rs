@@ -25,10 +25,6 @@ pub use names::{HourIndex, LogObjectName, Window};
 /// delivered after it (an upload is stamped when it begins, and listed once it ends).
 const DELIVERY_MARGIN: chrono::Duration = chrono::Duration::minutes(1);
 
-/// "Some or all log file entries for a time period can sometimes be delayed by up to 24
-/// hours" (CloudFront's developer guide).
-const CLOUDFRONT_MAX_DELIVERY_DELAY: chrono::Duration = chrono::Duration::hours(24);
-
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("cannot open log location {location}: {source}")]
@@ -337,16 +333,22 @@ impl LogSource {
     /// that they are analysed together with every other request of their time.
     pub async fn load_reaching_back(&self, window: &Window, delivered_since: DateTime<Utc>) -> Result<LoadedLogs, SourceError> {
         let reach = chrono::Duration::from_std(self.max_delivery_delay).unwrap_or(chrono::Duration::MAX);
-        let horizon = Window { start: window.end.checked_sub_signed(reach).unwrap_or(DateTime::<Utc>::MIN_UTC), end: window.end };
-        if horizon.start >= window.start {
-            return self.load(window).await;
-        }
         // An object's LastModified is when its upload began, a little before a listing can
         // see it: counting an object delivered just before the last run again only widens
         // this run's window.
         let delivered_since = delivered_since - DELIVERY_MARGIN;
-        // Listed as far back as CloudFront may deliver, to count what comes too late to read.
-        let accounted = Window { start: horizon.start.min(window.end - CLOUDFRONT_MAX_DELIVERY_DELAY), end: window.end };
+        // A request delivered within the reach of its making is read: the earliest of them in
+        // an object delivered since the last run was made a reach before that run. After a
+        // stop the reach is counted from a lookback before this one (`unanalysed_before`
+        // names the rest).
+        let horizon = Window { start: before(delivered_since.max(window.start), reach), end: window.end };
+        if horizon.start >= window.start {
+            return self.load(window).await;
+        }
+        // Listed one reach further back, to count what comes too late to read. CloudFront
+        // may deliver up to a day late, but listing a day of keys each run would cost more
+        // than the reading.
+        let accounted = Window { start: before(horizon.start, reach), end: window.end };
         let (delivered, earlier): (Vec<_>, Vec<_>) =
             self.list_window(&accounted).await?.into_iter().partition(|meta| meta.last_modified >= delivered_since);
         let horizon_hours = horizon.file_hours(self.max_request_duration);
@@ -426,16 +428,15 @@ impl LogSource {
     fn prune_cache(&self, window: &Window) {
         let Some(cache) = &self.cache else { return };
         let reach = chrono::Duration::from_std(self.max_delivery_delay).unwrap_or(chrono::Duration::MAX);
-        let horizon_start = window.end.checked_sub_signed(reach).unwrap_or(DateTime::<Utc>::MIN_UTC);
-        cache.prune(&Window { start: window.start.min(horizon_start), end: window.end }, self.max_request_duration);
+        cache.prune(&Window { start: before(window.start, reach), end: window.end }, self.max_request_duration);
     }
 
     /// Fetches (or takes from the parse cache) and parses `objects`, keeping their rows that
     /// can fall in `window`.
     ///
-    /// With `max_delivery_delay`, the objects are ones delivered since the last run, and their
-    /// requests made longer than that before their object's delivery are counted in
-    /// `lines_delivered_too_late`.
+    /// With `max_delivery_delay`, the objects are ones delivered since the last run, loaded
+    /// over the reach: their requests before it, made longer than that before their
+    /// object's delivery, are counted in `lines_delivered_too_late`.
     async fn load_objects(
         &self,
         objects: Vec<ObjectMeta>,
@@ -476,7 +477,9 @@ impl LogSource {
                 continue;
             };
             if let Some(delay) = max_delivery_delay {
-                stats.lines_delivered_too_late += requests_before(&object.batches, delivered - delay);
+                // Made a reach before their delivery, and before the window's reach too: the
+                // ones after it are analysed all the same.
+                stats.lines_delivered_too_late += requests_before(&object.batches, before(delivered, delay).min(window.start));
             }
             cache_writes.0.extend(object.cache_write);
             stats.bytes_fetched += object.bytes_fetched;
@@ -544,6 +547,11 @@ impl Loaded {
     fn into_logs(self, window: Window) -> LoadedLogs {
         LoadedLogs { batches: self.batches, stats: self.stats, cache_writes: self.cache_writes, window }
     }
+}
+
+/// `duration` before `time`, or the earliest time there is.
+fn before(time: DateTime<Utc>, duration: chrono::Duration) -> DateTime<Utc> {
+    time.checked_sub_signed(duration).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 /// Whether `meta` can hold requests of `hours`; one without a CloudFront name always can.
