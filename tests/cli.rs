@@ -408,11 +408,11 @@ fn a_run_after_a_stop_names_the_requests_no_run_analysed_and_a_replay_leaves_the
     assert_eq!(std::fs::read_to_string(&recorded).unwrap(), after_second);
 }
 
-/// Logs played `[now - 40 min, now - 30 min)`, and a last successful run (as a daemon's or a
-/// timer's) that ended 5 minutes ago: the honest viewers' file was delivered before it, 35
-/// minutes ago; the leak's file after it, 2 minutes ago. Returns the work directory and the
-/// play's first second.
-fn leak_delivered_after_its_window(max_delivery_delay: &str) -> (Workdir, i64) {
+/// Logs of honest viewers and a leak played from `from` to `to` minutes ago, and a last
+/// successful run (as a daemon's or a timer's) that ended 5 minutes ago: the honest viewers'
+/// file was delivered before it, 10 minutes ago; the leak's after it, `leak_delivered`
+/// minutes ago. Returns the work directory and the play's first second.
+fn leak_delivered_late(max_delivery_delay: &str, from: i64, to: i64, leak_delivered: u64) -> (Workdir, i64) {
     use std::time::{Duration, SystemTime};
     let work = Workdir::new();
     work.write(
@@ -421,12 +421,17 @@ fn leak_delivered_after_its_window(max_delivery_delay: &str) -> (Workdir, i64) {
     );
     let now = chrono::Utc::now();
     work.write("state/analysed-until", &(now - chrono::TimeDelta::minutes(5)).to_rfc3339());
-    let played_from = now.timestamp() - 40 * 60;
-    let played_to = played_from + 600;
+    let (played_from, played_to) = (now.timestamp() - from * 60, now.timestamp() - to * 60);
     let ago = |minutes: u64| SystemTime::now() - Duration::from_secs(minutes * 60);
-    write_delivered(&work.path("logs"), played_from, "0001", &honest_viewers_between(played_from, played_to), ago(35));
-    write_delivered(&work.path("logs"), played_from, "0002", &shared_session_between("leak3", 3, played_from, played_to), ago(2));
+    write_delivered(&work.path("logs"), played_from, "0001", &honest_viewers_between(played_from, played_to), ago(10));
+    let leak = shared_session_between("leak3", 3, played_from, played_to);
+    write_delivered(&work.path("logs"), played_from, "0002", &leak, ago(leak_delivered));
     (work, played_from)
+}
+
+/// A leak played 40 to 30 minutes ago, its file delivered 2 minutes ago.
+fn leak_delivered_after_its_window(max_delivery_delay: &str) -> (Workdir, i64) {
+    leak_delivered_late(max_delivery_delay, 40, 30, 2)
 }
 
 #[test]
@@ -491,6 +496,20 @@ async fn the_daemons_scheduled_run_reaches_back_from_the_last_run_it_recorded() 
     let report = revokd::daemon::scheduled_run(&rt, &runs, None).await.unwrap();
     assert_eq!(report.window_start.timestamp(), played_from, "{report:?}");
     assert_eq!(report.flagged.iter().map(|f| f.session_id.as_str()).collect::<Vec<_>>(), ["leak3"]);
+}
+
+#[test]
+fn a_request_delivered_within_max_delivery_delay_is_read_even_when_the_next_run_comes_later() {
+    // Played 24 to 21 minutes ago, delivered 4 minutes ago: within 20 minutes of its making.
+    // A run now, 21+ minutes on, still reads it: the reach counts from the last run (5
+    // minutes ago), which came before the delivery.
+    let (work, played_from) = leak_delivered_late("20m", 24, 21, 4);
+    work.ok(&["run", "--config", "revokd.toml", "--report", "report.json"]);
+    let report = work.report("report.json");
+    let start = chrono::DateTime::parse_from_rfc3339(report["window_start"].as_str().unwrap()).unwrap().timestamp();
+    assert_eq!(start, played_from, "{report}");
+    assert_eq!(report["counters"]["lines_delivered_too_late"], 0, "{report}");
+    assert_eq!(flagged(&report).into_iter().map(|(id, _)| id).collect::<Vec<_>>(), ["leak3"], "{report}");
 }
 
 #[test]
