@@ -71,12 +71,12 @@ pub struct SourceStats {
     /// Objects delivered since the last successful run holding requests from before the
     /// window, for which the window reached back (a run of the present only).
     pub objects_delivered_late: u64,
-    /// Objects delivered since the last successful run for hours wholly before
-    /// `logs.max_delivery_delay` (up to a day back, CloudFront's latest): not read, analysed
-    /// by no run.
+    /// Objects delivered since the last successful run, longer than `logs.max_delivery_delay`
+    /// after their hour's last request, for hours wholly before the reach (listed one more
+    /// reach back): not read, analysed by no run.
     pub objects_delivered_too_late: u64,
-    /// Lines older than `logs.max_delivery_delay` in objects delivered since the last
-    /// successful run: analysed by no run.
+    /// Lines of objects delivered since the last successful run, made longer than
+    /// `logs.max_delivery_delay` before their delivery and before the reach: analysed by no run.
     pub lines_delivered_too_late: u64,
     #[serde(flatten)]
     pub parse: ParseStats,
@@ -327,12 +327,12 @@ impl LogSource {
 
     /// For a run of the present: the window's logs, and the requests of objects delivered at
     /// or after `delivered_since` (the end of the last successful run's window) from up to
-    /// `logs.max_delivery_delay` before the window's end. CloudFront delivers a file usually
+    /// `logs.max_delivery_delay` before that. CloudFront delivers a file usually
     /// within an hour of its requests, so most requests reach the bucket after the window
     /// that held them was analysed. The window returned starts at the earliest of them, so
     /// that they are analysed together with every other request of their time.
     pub async fn load_reaching_back(&self, window: &Window, delivered_since: DateTime<Utc>) -> Result<LoadedLogs, SourceError> {
-        let reach = chrono::Duration::from_std(self.max_delivery_delay).unwrap_or(chrono::Duration::MAX);
+        let reach = self.reach();
         // An object's LastModified is when its upload began, a little before a listing can
         // see it: counting an object delivered just before the last run again only widens
         // this run's window.
@@ -369,7 +369,7 @@ impl LogSource {
         if let Some(progress) = progress {
             progress.bar.finish_and_clear();
         }
-        let earliest = earliest_request(&delivered.batches, &horizon);
+        let earliest = delivered.earliest_of_each.iter().flatten().min().copied();
         let reached = Window { start: earliest.map_or(window.start, |t| t.min(window.start)), end: window.end };
         let mut loaded = if reached == *window {
             in_window_loaded
@@ -399,7 +399,7 @@ impl LogSource {
             );
         }
         loaded.stats.objects_delivered_late =
-            delivered.per_object_earliest.iter().filter(|t| t.is_some_and(|t| t < window.start)).count() as u64;
+            delivered.earliest_of_each.iter().filter(|t| t.is_some_and(|t| t < window.start)).count() as u64;
         loaded.absorb(delivered);
         if reached != *window {
             tracing::info!(
@@ -427,16 +427,21 @@ impl LogSource {
     /// before the farthest a run reaches back for late deliveries.
     fn prune_cache(&self, window: &Window) {
         let Some(cache) = &self.cache else { return };
-        let reach = chrono::Duration::from_std(self.max_delivery_delay).unwrap_or(chrono::Duration::MAX);
-        cache.prune(&Window { start: before(window.start, reach), end: window.end }, self.max_request_duration);
+        cache.prune(&Window { start: before(window.start, self.reach()), end: window.end }, self.max_request_duration);
+    }
+
+    /// `logs.max_delivery_delay`, for date arithmetic.
+    fn reach(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.max_delivery_delay).unwrap_or(chrono::Duration::MAX)
     }
 
     /// Fetches (or takes from the parse cache) and parses `objects`, keeping their rows that
     /// can fall in `window`.
     ///
     /// With `max_delivery_delay`, the objects are ones delivered since the last run, loaded
-    /// over the reach: their requests before it, made longer than that before their
-    /// object's delivery, are counted in `lines_delivered_too_late`.
+    /// over the reach: each one's earliest request in it is kept, and their requests before
+    /// it, made longer than that before their object's delivery, are counted in
+    /// `lines_delivered_too_late`.
     async fn load_objects(
         &self,
         objects: Vec<ObjectMeta>,
@@ -470,7 +475,7 @@ impl LogSource {
             .await?;
         let mut batches = Vec::new();
         let mut cache_writes = CacheWrites::default();
-        let mut per_object_earliest = Vec::new();
+        let mut earliest_of_each = Vec::new();
         for object in loaded {
             let Some((object, delivered)) = object else {
                 stats.objects_unreadable += 1;
@@ -480,6 +485,7 @@ impl LogSource {
                 // Made a reach before their delivery, and before the window's reach too: the
                 // ones after it are analysed all the same.
                 stats.lines_delivered_too_late += requests_before(&object.batches, before(delivered, delay).min(window.start));
+                earliest_of_each.push(earliest_request(&object.batches, window));
             }
             cache_writes.0.extend(object.cache_write);
             stats.bytes_fetched += object.bytes_fetched;
@@ -489,10 +495,9 @@ impl LogSource {
                 stats.objects_parsed += 1;
             }
             stats.parse.add(&object.stats);
-            per_object_earliest.push(earliest_request(&object.batches, window));
             batches.extend(object.batches);
         }
-        Ok(Loaded { batches, stats, cache_writes, per_object_earliest })
+        Ok(Loaded { batches, stats, cache_writes, earliest_of_each })
     }
 
     /// One object's rows, from the parse cache or fetched and parsed; `progress` counts its
@@ -526,15 +531,15 @@ struct Loaded {
     batches: Vec<RecordBatch>,
     stats: SourceStats,
     cache_writes: CacheWrites,
-    /// Each object's earliest request within the window it was loaded for.
-    per_object_earliest: Vec<Option<DateTime<Utc>>>,
+    /// Of objects delivered since the last run, each one's earliest request within the
+    /// window they were loaded for.
+    earliest_of_each: Vec<Option<DateTime<Utc>>>,
 }
 
 impl Loaded {
     fn absorb(&mut self, other: Loaded) {
         self.batches.extend(other.batches);
         self.cache_writes.0.extend(other.cache_writes.0);
-        self.per_object_earliest.extend(other.per_object_earliest);
         let (mine, theirs) = (&mut self.stats, other.stats);
         mine.objects += theirs.objects;
         mine.objects_parsed += theirs.objects_parsed;
@@ -559,25 +564,24 @@ fn may_hold(meta: &ObjectMeta, hours: &RangeInclusive<HourIndex>) -> bool {
     LogObjectName::parse(&meta.location).is_none_or(|name| hours.contains(&name.hour))
 }
 
+/// Every request's time in `batches`, in seconds since the epoch.
+fn request_times(batches: &[RecordBatch]) -> impl Iterator<Item = i64> + '_ {
+    batches
+        .iter()
+        .filter_map(|batch| batch.column_by_name("epoch_s")?.as_any().downcast_ref::<arrow::array::Int64Array>())
+        .flat_map(|times| times.values().iter().copied())
+}
+
 /// Requests in `batches` made before `time`.
 fn requests_before(batches: &[RecordBatch], time: DateTime<Utc>) -> u64 {
     let time = time.timestamp();
-    batches
-        .iter()
-        .filter_map(|batch| batch.column_by_name("epoch_s")?.as_any().downcast_ref::<arrow::array::Int64Array>().cloned())
-        .map(|times| times.values().iter().filter(|&&t| t < time).count() as u64)
-        .sum()
+    request_times(batches).filter(|&t| t < time).count() as u64
 }
 
 /// The earliest request time in `batches` within `window`, if any.
 fn earliest_request(batches: &[RecordBatch], window: &Window) -> Option<DateTime<Utc>> {
     let (from, to) = (window.start.timestamp(), window.end.timestamp());
-    batches
-        .iter()
-        .filter_map(|batch| batch.column_by_name("epoch_s")?.as_any().downcast_ref::<arrow::array::Int64Array>().cloned())
-        .flat_map(|times| times.values().iter().copied().filter(|t| (from..to).contains(t)).min())
-        .min()
-        .and_then(|t| DateTime::from_timestamp(t, 0))
+    request_times(batches).filter(|t| (from..to).contains(t)).min().and_then(|t| DateTime::from_timestamp(t, 0))
 }
 
 /// What a listing found.
