@@ -2,11 +2,13 @@
 //! overlap — a tick that finds the previous run still going is skipped with a warning — and
 //! a run whose window starts after the last successful one's ended says which requests no
 //! run analysed. systemd is told READY, STATUS and STOPPING through sd_notify (a no-op
-//! outside systemd).
+//! outside systemd), and fed its watchdog while the schedule keeps ticking. A schedule that
+//! falls silent for longer than the lookback stops the daemon with an error, for the service
+//! manager to start it again.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
@@ -16,6 +18,8 @@ use crate::run::{RunOptions, RunReport, Runtime, Unanalysed, run_once};
 
 /// How long a stop waits for the run in progress before leaving it.
 const STOP_GRACE: Duration = Duration::from_secs(60);
+/// How long a stop waits for the scheduler to shut down (it answers at once unless broken).
+const SCHEDULER_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -23,6 +27,68 @@ pub enum DaemonError {
     Scheduler(#[from] tokio_cron_scheduler::JobSchedulerError),
     #[error("installing signal handler: {0}")]
     Signal(#[source] std::io::Error),
+    #[error(
+        "schedule.cron = \"{cron}\" has not started a run for {silent}, longer than schedule.lookback ({lookback}): \
+         the scheduler has stopped; exiting so that the service manager starts revokd again"
+    )]
+    Stalled { cron: String, silent: humantime::FormattedDuration, lookback: humantime::FormattedDuration },
+}
+
+/// How much later than the lookback a tick may come before the schedule counts as stalled:
+/// the scheduler fires on a half-second beat, and a loaded machine starts it late.
+const TICK_SLACK: Duration = Duration::from_secs(60);
+/// How often the schedule is checked, and at least how often systemd's watchdog is fed.
+const WATCH_PERIOD: Duration = Duration::from_secs(30);
+
+/// When the schedule last started a run (or skipped one because a run was still going), for
+/// telling a live daemon from one whose scheduler has stopped: the process is up, systemd
+/// sees nothing wrong, and no request is analysed any more. The config guarantees a tick
+/// within every lookback, so silence longer than that is a fault, not a quiet schedule.
+#[derive(Debug)]
+struct Heartbeat {
+    last_tick: std::sync::Mutex<Instant>,
+    silent_at_most: Duration,
+}
+
+impl Heartbeat {
+    /// A heartbeat that has just ticked, for a schedule with at most `lookback` between runs.
+    fn new(lookback: Duration) -> Heartbeat {
+        Heartbeat { last_tick: std::sync::Mutex::new(Instant::now()), silent_at_most: lookback + TICK_SLACK }
+    }
+
+    fn tick(&self) {
+        *self.last_tick.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Instant::now();
+    }
+
+    /// How long the schedule has been silent at `now`, when that is longer than it may be.
+    fn stalled(&self, now: Instant) -> Option<Duration> {
+        let silent = now.saturating_duration_since(*self.last_tick.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        (silent > self.silent_at_most).then_some(silent)
+    }
+}
+
+/// Feeds systemd's watchdog (when `WatchdogSec=` is set) while the schedule ticks; returns
+/// how long it has been silent once it is found stalled at two checks in a row. The second
+/// check gives a scheduler that was merely held up (a process stopped and continued, a
+/// machine starved of CPU) the time to fire the tick it owes.
+async fn watch_schedule(heartbeat: &Heartbeat, watchdog: Option<Duration>) -> Duration {
+    let period = watchdog.map_or(WATCH_PERIOD, |timeout| (timeout / 2).clamp(Duration::from_millis(100), WATCH_PERIOD));
+    let mut checks = tokio::time::interval(period);
+    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stalled_before = false;
+    loop {
+        checks.tick().await;
+        match heartbeat.stalled(Instant::now()) {
+            Some(silent) if stalled_before => return silent,
+            Some(_) => stalled_before = true,
+            None => {
+                stalled_before = false;
+                if watchdog.is_some() {
+                    notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+        }
+    }
 }
 
 /// Checks a cron expression as the scheduler will read it.
@@ -221,32 +287,53 @@ pub async fn run_daemon(rt: Runtime) -> Result<(), DaemonError> {
 
     let rt = Arc::new(rt);
     let runs = Arc::new(Mutex::new(Coverage::kept_in(&rt.config.state_dir)));
+    let heartbeat = Arc::new(Heartbeat::new(rt.config.schedule.lookback));
     let mut scheduler = JobScheduler::new().await?;
-    let (job_rt, job_runs) = (rt.clone(), runs.clone());
+    let (job_rt, job_runs, job_heartbeat) = (rt.clone(), runs.clone(), heartbeat.clone());
     let job = Job::new_async(rt.config.schedule.cron.as_str(), move |_, _| {
+        job_heartbeat.tick();
         let (rt, runs) = (job_rt.clone(), job_runs.clone());
         Box::pin(async move { tick(rt, runs).await })
     })?;
     scheduler.add(job).await?;
     scheduler.start().await?;
-    tracing::info!(cron = %rt.config.schedule.cron, lookback_s = rt.config.schedule.lookback.as_secs(), "daemon started");
+    let watchdog = sd_notify::watchdog_enabled();
+    tracing::info!(
+        cron = %rt.config.schedule.cron,
+        lookback_s = rt.config.schedule.lookback.as_secs(),
+        watchdog_s = watchdog.map(|w| w.as_secs_f64()),
+        "daemon started"
+    );
     notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("waiting for the first run")]);
     if rt.config.schedule.run_on_start {
         tokio::spawn(tick(rt.clone(), runs.clone()));
     }
 
-    let signal = tokio::select! {
-        _ = sigterm.recv() => "SIGTERM",
-        _ = sigint.recv() => "SIGINT",
+    let stalled = tokio::select! {
+        _ = sigterm.recv() => { tracing::info!(signal = "SIGTERM", "stopping"); None }
+        _ = sigint.recv() => { tracing::info!(signal = "SIGINT", "stopping"); None }
+        silent = watch_schedule(&heartbeat, watchdog) => Some(silent),
     };
-    tracing::info!(signal, "stopping");
+    let stalled = stalled.map(|silent| DaemonError::Stalled {
+        cron: rt.config.schedule.cron.clone(),
+        silent: humantime::format_duration(Duration::from_secs(silent.as_secs())),
+        lookback: humantime::format_duration(rt.config.schedule.lookback),
+    });
+    if let Some(e) = &stalled {
+        tracing::error!(error = %e, "stopping");
+    }
     notify(&[sd_notify::NotifyState::Stopping]);
-    scheduler.shutdown().await?;
+    // A scheduler that has stopped ticking may not answer a shutdown either.
+    match tokio::time::timeout(SCHEDULER_SHUTDOWN_GRACE, scheduler.shutdown()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "scheduler shutdown failed"),
+        Err(_) => tracing::warn!(grace_s = SCHEDULER_SHUTDOWN_GRACE.as_secs(), "scheduler did not shut down; leaving it"),
+    }
     match tokio::time::timeout(STOP_GRACE, runs.lock()).await {
         Ok(_) => tracing::info!("stopped"),
         Err(_) => tracing::warn!(grace_s = STOP_GRACE.as_secs(), "run still in progress at stop; abandoned"),
     }
-    Ok(())
+    stalled.map_or(Ok(()), Err)
 }
 
 #[cfg(test)]
@@ -283,6 +370,55 @@ mod tests {
         assert_eq!(gap("* * 8-17 * * *", 3600), Some((14 * 3600 + 1, "Mon 17:59:59".into())));
         assert_eq!(gap("* * 8-17 * * *", 14 * 3600 + 1), None);
         assert_eq!(gap("* * * * * *", 1), None);
+    }
+
+    #[test]
+    fn a_schedule_is_stalled_only_when_silent_for_longer_than_its_lookback_and_a_minute() {
+        let heartbeat = Heartbeat::new(Duration::from_secs(600));
+        let started = *heartbeat.last_tick.lock().unwrap();
+        assert_eq!(heartbeat.stalled(started + Duration::from_secs(600)), None);
+        assert_eq!(heartbeat.stalled(started + Duration::from_secs(660)), None, "a tick a minute late is still a tick");
+        assert_eq!(heartbeat.stalled(started + Duration::from_secs(661)), Some(Duration::from_secs(661)));
+        heartbeat.tick();
+        let ticked = *heartbeat.last_tick.lock().unwrap();
+        assert!(ticked > started);
+        assert_eq!(heartbeat.stalled(ticked + Duration::from_secs(660)), None, "a tick starts the silence again");
+    }
+
+    /// A heartbeat whose last tick was `ago`, allowed `at_most` of silence.
+    fn silent_since(ago: Duration, at_most: Duration) -> Heartbeat {
+        Heartbeat { last_tick: std::sync::Mutex::new(Instant::now() - ago), silent_at_most: at_most }
+    }
+
+    #[tokio::test]
+    async fn a_stalled_schedule_ends_the_watch_at_its_second_check() {
+        let heartbeat = silent_since(Duration::from_secs(120), Duration::from_secs(60));
+        let silent = tokio::time::timeout(Duration::from_secs(10), watch_schedule(&heartbeat, Some(Duration::from_millis(100))))
+            .await
+            .expect("the watch ends");
+        assert!(silent >= Duration::from_secs(120), "{silent:?}");
+    }
+
+    #[tokio::test]
+    async fn a_ticking_schedule_keeps_the_watch_going() {
+        // Twenty checks, 50 ms apart (half the watchdog's timeout), none of them stalled.
+        let heartbeat = silent_since(Duration::ZERO, Duration::from_secs(60));
+        let watch = tokio::time::timeout(Duration::from_secs(1), watch_schedule(&heartbeat, Some(Duration::from_millis(100))));
+        assert!(watch.await.is_err(), "the watch ended on a schedule that ticks");
+    }
+
+    #[tokio::test]
+    async fn a_schedule_that_ticks_again_after_one_stalled_check_keeps_the_watch_going() {
+        let heartbeat = Arc::new(silent_since(Duration::from_secs(120), Duration::from_secs(60)));
+        let ticking = heartbeat.clone();
+        // The first check comes at once and finds it stalled; the tick owed comes before the
+        // second, 500 ms later.
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            ticking.tick();
+        });
+        let watch = tokio::time::timeout(Duration::from_secs(2), watch_schedule(&heartbeat, Some(Duration::from_secs(1))));
+        assert!(watch.await.is_err(), "a schedule held up once was taken for stalled");
     }
 
     #[test]

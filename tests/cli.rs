@@ -307,7 +307,7 @@ impl NotifySocket {
 }
 
 #[test]
-fn daemon_notifies_systemd_runs_on_schedule_and_stops_cleanly_on_sigterm() {
+fn daemon_notifies_systemd_feeds_its_watchdog_runs_on_schedule_and_stops_cleanly_on_sigterm() {
     let work = Workdir::new();
     local_config(&work, "[schedule]\ncron = \"*/2 * * * * *\"\nlookback = \"1h\"\n");
     write_hour(&work.path("logs"), &two_leaks());
@@ -316,12 +316,15 @@ fn daemon_notifies_systemd_runs_on_schedule_and_stops_cleanly_on_sigterm() {
         .args(["daemon", "--config", "revokd.toml", "--log-format", "json"])
         .current_dir(work.dir.path())
         .env("NOTIFY_SOCKET", &notify.path)
+        // As systemd sets it for `WatchdogSec=1s`.
+        .env("WATCHDOG_USEC", "1000000")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut seen = Vec::new();
     assert!(notify.wait_for("READY=1", Duration::from_secs(20), &mut seen), "no READY: {seen:?}");
     assert!(notify.wait_for("STATUS=last run", Duration::from_secs(20), &mut seen), "no run status: {seen:?}");
+    assert!(notify.wait_for("WATCHDOG=1", Duration::from_secs(20), &mut seen), "watchdog not fed: {seen:?}");
     std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(notify.wait_for("STOPPING=1", Duration::from_secs(20), &mut seen), "no STOPPING: {seen:?}");
     let status = child.wait().unwrap();
