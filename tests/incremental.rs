@@ -142,3 +142,66 @@ async fn cache_files_of_hours_before_the_window_are_pruned() {
     source.load(&window(common::T0 + 10800)).await.unwrap().cache_writes.wait().await;
     assert_eq!(count(), 1, "12:50-13:00, reaching back to 12:00: the 10:00 file is pruned, the 11:00 one kept");
 }
+
+/// Rows of `batches` whose request time falls in `window`.
+fn rows_in(batches: &[arrow::array::RecordBatch], window: &Window) -> usize {
+    let (from, to) = (window.start.timestamp(), window.end.timestamp());
+    batches
+        .iter()
+        .map(|batch| {
+            let times = batch.column_by_name("epoch_s").unwrap().as_any().downcast_ref::<arrow::array::Int64Array>().unwrap();
+            times.values().iter().filter(|t| (from..to).contains(*t)).count()
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn a_run_that_reaches_back_for_a_late_file_reads_each_request_once() {
+    // Half an hour of one hour's traffic in one file, delivered before the last run (which
+    // analysed 10:15-10:25); a quarter of 10:05-10:10 comes in a second file after it.
+    let scenario = Scenario { seed: 8, start: common::T0, duration_s: 1800, honest_sessions: 60, leaks: 1, restreamers: 0, market: "US" };
+    let mut traffic = sim::generate(&scenario);
+    let (late, on_time): (Vec<_>, Vec<_>) = std::mem::take(&mut traffic.requests)
+        .into_iter()
+        .enumerate()
+        .partition(|(i, r)| (common::T0 + 300..common::T0 + 600).contains(&(r.ts as i64)) && i % 4 == 0);
+    let at = |t: i64| std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t as u64);
+    let last_run_end = common::T0 + 1500;
+    let staging = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (requests, delivered, seed) in [(on_time, last_run_end - 300, 1), (late, last_run_end + 240, 2)] {
+        traffic.requests = requests.into_iter().map(|(_, r)| r).collect();
+        let dir = staging.path().join(seed.to_string());
+        let options = LogFileOptions { late_share: 0.0, files_per_hour: 1, seed, ..Default::default() };
+        let written = sim::logfile::write_files(&traffic, &dir, "", &options).unwrap();
+        files.extend(written.into_iter().map(|f| (f, delivered)));
+    }
+    let window = Window::ending_at(DateTime::from_timestamp(common::T0 + 1800, 0).unwrap(), std::time::Duration::from_secs(600));
+    let since = DateTime::from_timestamp(last_run_end, 0).unwrap();
+
+    for cache in [true, false] {
+        let (logs, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let deliver = |delivered_by: i64| {
+            for (file, delivered) in files.iter().filter(|(_, delivered)| *delivered <= delivered_by) {
+                let target = logs.path().join(file.file_name().unwrap());
+                std::fs::copy(file, &target).unwrap();
+                std::fs::File::options().write(true).open(&target).unwrap().set_modified(at(*delivered)).unwrap();
+            }
+        };
+        let source = LogSource::from_config(&logs_config(logs.path(), cache), state.path()).unwrap();
+        // The last run, which leaves the on-time file in the parse cache.
+        deliver(last_run_end);
+        let previous = Window::ending_at(since, std::time::Duration::from_secs(600));
+        source.load(&previous).await.unwrap().cache_writes.wait().await;
+        deliver(i64::MAX);
+
+        let loaded = source.load_reaching_back(&window, since).await.unwrap();
+        loaded.cache_writes.wait().await;
+        assert!(loaded.window.start < window.start - chrono::TimeDelta::minutes(10), "cache {cache}: reached {:?}", loaded.window);
+        assert_eq!(loaded.stats.objects_delivered_late, 1);
+        let cold = LogSource::from_config(&logs_config(logs.path(), false), state.path()).unwrap();
+        let every_request_once = rows_in(&cold.load(&loaded.window).await.unwrap().batches, &loaded.window);
+        assert!(every_request_once > 10_000, "{every_request_once} requests");
+        assert_eq!(rows_in(&loaded.batches, &loaded.window), every_request_once, "cache {cache}: requests read");
+    }
+}
