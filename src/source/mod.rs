@@ -374,18 +374,31 @@ impl LogSource {
         let mut loaded = if reached == *window {
             in_window_loaded
         } else {
-            // Every object with requests between the earliest delivered one and the window is
-            // needed over the wider window: the ones read for the window alone are read again
-            // (from the parse cache, once their writes are done).
-            in_window_loaded.cache_writes.wait().await;
+            // The window's objects were read for the window alone. What they, and the objects
+            // of the hours before it, hold from the earliest delivered request up to the window
+            // is read now (from the parse cache, once their writes are done), and only that:
+            // the window's rows are not decoded twice. A row group straddling the window's
+            // start comes back in both reads, and each read keeps its own side of it.
+            let mut loaded = in_window_loaded;
+            std::mem::take(&mut loaded.cache_writes).wait().await;
             let reached_hours = reached.file_hours(self.max_request_duration);
-            let needed: Vec<_> =
-                in_window.into_iter().chain(before_window.into_iter().filter(|meta| may_hold(meta, &reached_hours))).collect();
-            let progress = self.progress.then(|| Progress::new(&needed));
-            let loaded = self.load_objects(needed, &reached, progress.as_ref(), None).await?;
+            let before_window: Vec<_> = before_window.into_iter().filter(|meta| may_hold(meta, &reached_hours)).collect();
+            let up_to_window = Window { start: reached.start, end: window.start };
+            let progress = self.progress.then(|| Progress::new(&[in_window.as_slice(), before_window.as_slice()].concat()));
+            let (again, before) = futures::try_join!(
+                self.load_objects(in_window, &up_to_window, progress.as_ref(), None),
+                self.load_objects(before_window, &reached, progress.as_ref(), None)
+            )?;
             if let Some(progress) = progress {
                 progress.bar.finish_and_clear();
             }
+            let window_start = window.start.timestamp();
+            loaded.batches = rows_where(std::mem::take(&mut loaded.batches), |t| t >= window_start);
+            loaded.batches.extend(rows_where(again.batches, |t| t < window_start));
+            // Counted once, by the first read; an object parsed again (its cache write failed)
+            // may be writing again.
+            loaded.cache_writes.0.extend(again.cache_writes.0);
+            loaded.absorb(before);
             loaded
         };
         loaded.stats.objects_delivered_too_late = too_late;
@@ -564,12 +577,34 @@ fn may_hold(meta: &ObjectMeta, hours: &RangeInclusive<HourIndex>) -> bool {
     LogObjectName::parse(&meta.location).is_none_or(|name| hours.contains(&name.hour))
 }
 
-/// Every request's time in `batches`, in seconds since the epoch.
+/// The batch's request times, in seconds since the epoch.
+fn times_of(batch: &RecordBatch) -> Option<&arrow::array::Int64Array> {
+    batch.column_by_name("epoch_s")?.as_any().downcast_ref::<arrow::array::Int64Array>()
+}
+
+/// Every request's time in `batches`.
 fn request_times(batches: &[RecordBatch]) -> impl Iterator<Item = i64> + '_ {
+    batches.iter().filter_map(times_of).flat_map(|times| times.values().iter().copied())
+}
+
+/// The rows of `batches` whose request time `keep` accepts; batches it accepts whole are
+/// kept as they are.
+fn rows_where(batches: Vec<RecordBatch>, keep: impl Fn(i64) -> bool) -> Vec<RecordBatch> {
     batches
-        .iter()
-        .filter_map(|batch| batch.column_by_name("epoch_s")?.as_any().downcast_ref::<arrow::array::Int64Array>())
-        .flat_map(|times| times.values().iter().copied())
+        .into_iter()
+        .filter_map(|batch| {
+            let Some(times) = times_of(&batch) else { return Some(batch) };
+            let kept = times.values().iter().filter(|&&t| keep(t)).count();
+            if kept == batch.num_rows() {
+                return Some(batch);
+            }
+            if kept == 0 {
+                return None;
+            }
+            let mask: arrow::array::BooleanArray = times.values().iter().map(|&t| Some(keep(t))).collect();
+            Some(arrow::compute::filter_record_batch(&batch, &mask).expect("a mask as long as its batch"))
+        })
+        .collect()
 }
 
 /// Requests in `batches` made before `time`.
