@@ -533,6 +533,8 @@ fn log_summary(r: &RunReport) {
         objects_from_cache = c.source.objects_from_cache,
         objects_unreadable = c.source.objects_unreadable,
         objects_delivered_late = c.source.objects_delivered_late,
+        objects_delivered_too_late = c.source.objects_delivered_too_late,
+        lines_delivered_too_late = c.source.lines_delivered_too_late,
         window_start = %r.window_start,
         lines = c.source.parse.lines,
         malformed_lines = c.source.parse.malformed_lines,

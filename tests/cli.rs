@@ -467,6 +467,8 @@ fn a_run_reaches_back_for_requests_whose_logs_were_delivered_after_their_window(
     assert_eq!(first["counters"]["objects_delivered_too_late"], 1, "{first}");
     assert_eq!(first["counters"]["lines_delivered_too_late"], 40, "{first}");
     assert!(logs.contains("later than logs.max_delivery_delay"), "{logs}");
+    let summary = logs.lines().find(|l| l.contains("run finished")).unwrap();
+    assert!(summary.contains("objects_delivered_too_late=1") && summary.contains("lines_delivered_too_late=40"), "{summary}");
     // Analysed together with the requests of its time delivered earlier: the honest viewers
     // are scored too, and left alone.
     assert_eq!(first["counters"]["sessions_analysed"], 5, "{first}");
