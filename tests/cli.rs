@@ -87,7 +87,7 @@ fn run_over_local_logs_revokes_and_writes_the_waf_rule_list() {
     work.run_at(T0 + 600);
     assert_eq!(
         rule_file(&work.path("state/rule-group.json")),
-        vec![("revokd-leak3".into(), 0, "/leak3.".into()), ("revokd-leak2".into(), 1, "/leak2.".into())]
+        vec![("revokd-leak2".into(), 0, "/leak2.".into()), ("revokd-leak3".into(), 1, "/leak3.".into())]
     );
     let out = work.revokd(&["sessions", "list", "--json", "--config", "revokd.toml", "--now", &rfc3339(T0 + 700)]);
     let entries: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

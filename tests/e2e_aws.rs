@@ -74,8 +74,8 @@ async fn run_records_flagged_sessions_with_scores_and_blocks_exactly_them() {
     let (_, rules) = s.rules().await;
     assert_eq!(
         rules,
-        vec![("revokd-leak3".to_string(), 0, "/leak3.".to_string()), ("revokd-leak2".to_string(), 1, "/leak2.".to_string()),],
-        "one STARTS_WITH rule per session, highest score first"
+        vec![("revokd-leak2".to_string(), 0, "/leak2.".to_string()), ("revokd-leak3".to_string(), 1, "/leak3.".to_string()),],
+        "one STARTS_WITH rule per session, ordered by id"
     );
 }
 
@@ -97,7 +97,7 @@ async fn manual_entry_ranks_first_and_is_never_overwritten_by_detection() {
 
     let (_, rules) = s.rules().await;
     let names: Vec<&str> = rules.iter().map(|r| r.0.as_str()).collect();
-    assert_eq!(names, vec!["revokd-leak2", "revokd-ops-pick", "revokd-leak3"], "MANUAL first, then AUTO by score");
+    assert_eq!(names, vec!["revokd-leak2", "revokd-ops-pick", "revokd-leak3"], "MANUAL first, then AUTO, each by id");
 }
 
 #[tokio::test]

@@ -4,7 +4,8 @@
 //! The desired list is computed here, once, for both backends: MANUAL entries first, then AUTO
 //! by score, as many as the capacity holds; one Block rule per session, matching the URI path
 //! `STARTS_WITH "/<session_id>."` (the dot keeps `abc` from also blocking `abcd…`). Names and
-//! priorities are deterministic, so an unchanged list is recognised and costs no update.
+//! priorities are deterministic (MANUAL first, then by id), so the same sessions give the same
+//! list, whatever their scores, and cost no update.
 //! Rules revokd does not own (names without the `revokd-` prefix) are carried over untouched.
 
 pub mod file;
@@ -163,9 +164,10 @@ pub fn plan_rules(active: &[Revocation], capacity: u32, first_priority: i32) -> 
             entries.push(r);
         }
     }
-    // MANUAL first, then by score (highest first); ties by id so the order is deterministic.
+    // What fits: MANUAL first, then by score (highest first); ties by id so the choice is
+    // deterministic.
+    let rank = |r: &Revocation| if r.kind == EntryKind::Manual { 0 } else { 1 };
     entries.sort_by(|a, b| {
-        let rank = |r: &Revocation| if r.kind == EntryKind::Manual { 0 } else { 1 };
         rank(a)
             .cmp(&rank(b))
             .then_with(|| b.score.unwrap_or(f64::NEG_INFINITY).total_cmp(&a.score.unwrap_or(f64::NEG_INFINITY)))
@@ -173,9 +175,14 @@ pub fn plan_rules(active: &[Revocation], capacity: u32, first_priority: i32) -> 
     });
     let fits = (capacity / WCU_PER_RULE) as usize;
     let did_not_fit = entries.iter().skip(fits).map(|r| r.session_id.clone()).collect();
-    let rules = entries
+    let mut kept: Vec<&Revocation> = entries.into_iter().take(fits).collect();
+    // In the group: MANUAL first, then by id, not by score. A request matches at most one of
+    // these rules, so their order blocks nothing differently, and scores move at every run
+    // that renews a revocation: ordered by score, the same sessions would cost an
+    // UpdateRuleGroup call whenever two of them swapped places.
+    kept.sort_by(|a, b| rank(a).cmp(&rank(b)).then_with(|| a.session_id.cmp(&b.session_id)));
+    let rules = kept
         .iter()
-        .take(fits)
         .zip(first_priority..)
         .map(|(r, priority)| BlockRule { name: rule_name(&r.session_id), priority, session_id: r.session_id.clone() })
         .collect();
@@ -301,22 +308,48 @@ mod tests {
     }
 
     #[test]
-    fn manual_first_then_auto_by_score_with_deterministic_names_and_priorities() {
-        let active =
-            vec![rev("low", EntryKind::Auto, Some(2.5)), rev("man", EntryKind::Manual, None), rev("high", EntryKind::Auto, Some(9.0))];
+    fn manual_first_then_auto_by_id_with_deterministic_names_and_priorities() {
+        let active = vec![
+            rev("zeta", EntryKind::Auto, Some(9.0)),
+            rev("man", EntryKind::Manual, None),
+            rev("alpha", EntryKind::Auto, Some(2.5)),
+            rev("aaa-manual", EntryKind::Manual, None),
+        ];
         let plan = plan_rules(&active, 100, 10);
         let got: Vec<(&str, i32, &str)> = plan.rules.iter().map(|r| (r.name.as_str(), r.priority, r.session_id.as_str())).collect();
-        assert_eq!(got, vec![("revokd-man", 10, "man"), ("revokd-high", 11, "high"), ("revokd-low", 12, "low")]);
+        assert_eq!(
+            got,
+            vec![
+                ("revokd-aaa-manual", 10, "aaa-manual"),
+                ("revokd-man", 11, "man"),
+                ("revokd-alpha", 12, "alpha"),
+                ("revokd-zeta", 13, "zeta")
+            ]
+        );
     }
 
     #[test]
     fn capacity_keeps_manual_and_highest_scores_and_counts_the_rest() {
-        let active = vec![rev("a1", EntryKind::Auto, Some(3.0)), rev("a2", EntryKind::Auto, Some(4.0)), rev("m", EntryKind::Manual, None)];
-        // 5 WCU: two rules of 2 WCU.
-        let plan = plan_rules(&active, 5, 0);
+        let active = vec![
+            rev("a1", EntryKind::Auto, Some(3.0)),
+            rev("a2", EntryKind::Auto, Some(4.0)),
+            rev("a3", EntryKind::Auto, Some(5.0)),
+            rev("m", EntryKind::Manual, None),
+        ];
+        // 7 WCU: three rules of 2 WCU.
+        let plan = plan_rules(&active, 7, 0);
         let ids: Vec<&str> = plan.rules.iter().map(|r| r.session_id.as_str()).collect();
-        assert_eq!(ids, vec!["m", "a2"]);
+        assert_eq!(ids, vec!["m", "a2", "a3"]);
         assert_eq!(plan.did_not_fit, vec!["a1".to_string()]);
+    }
+
+    #[test]
+    fn the_same_sessions_rescored_need_no_update() {
+        let before = vec![rev("s1", EntryKind::Auto, Some(3.0)), rev("s2", EntryKind::Auto, Some(5.0))];
+        let snap = snapshot(100, plan_rules(&before, 100, 0).rules.into_iter().map(ObservedRule::Owned).collect());
+        let rescored = vec![rev("s1", EntryKind::Auto, Some(9.0)), rev("s2", EntryKind::Auto, Some(1.5))];
+        let (outcome, _) = compare(&snap, 0, &rescored);
+        assert!(!outcome.changed, "{outcome:?}");
     }
 
     #[test]
@@ -378,7 +411,8 @@ mod tests {
         assert_eq!(plan.rules.len(), 5);
         assert_eq!(outcome.did_not_fit, 5);
         assert_eq!(plan.rules[0].priority, 8, "our rules come after the foreign priorities");
-        assert_eq!(plan.rules[0].session_id, "s9");
+        let kept: Vec<&str> = plan.rules.iter().map(|r| r.session_id.as_str()).collect();
+        assert_eq!(kept, ["s5", "s6", "s7", "s8", "s9"], "the highest scores");
     }
 
     #[test]
