@@ -85,6 +85,7 @@ struct RawSchedule {
     cron: Option<String>,
     lookback: Option<String>,
     run_on_start: Option<bool>,
+    max_run_duration: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -251,6 +252,9 @@ pub struct ScheduleConfig {
     pub cron: String,
     pub lookback: Duration,
     pub run_on_start: bool,
+    /// A daemon's run going on longer than this is taken for hung: the daemon exits for the
+    /// service manager to start it again (the timer's `TimeoutStartSec` does the same).
+    pub max_run_duration: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -402,7 +406,11 @@ fn resolve(raw: RawConfig, path: Option<&Path>, base: &Path) -> Result<Config, C
             ),
         ));
     }
-    let schedule = ScheduleConfig { cron, lookback, run_on_start: raw.schedule.run_on_start.unwrap_or(true) };
+    let max_run_duration = duration("schedule.max_run_duration", raw.schedule.max_run_duration.as_deref(), "10m")?;
+    if max_run_duration.is_zero() {
+        return Err(invalid("schedule.max_run_duration", "must be longer than 0s".into()));
+    }
+    let schedule = ScheduleConfig { cron, lookback, run_on_start: raw.schedule.run_on_start.unwrap_or(true), max_run_duration };
 
     // detection
     let query_name = raw.detection.query.as_deref().unwrap_or(crate::analysis::DEFAULT_QUERY);
@@ -623,6 +631,7 @@ mod tests {
         let defaults = Config::default();
         assert_eq!(example.schedule.cron, defaults.schedule.cron);
         assert_eq!(example.schedule.lookback, defaults.schedule.lookback);
+        assert_eq!(example.schedule.max_run_duration, defaults.schedule.max_run_duration);
         assert_eq!(example.revocation.ttl, defaults.revocation.ttl);
         assert_eq!(example.logs.max_request_duration, defaults.logs.max_request_duration);
         assert_eq!(example.logs.max_delivery_delay, defaults.logs.max_delivery_delay);

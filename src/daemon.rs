@@ -3,8 +3,9 @@
 //! a run whose window starts after the last successful one's ended says which requests no
 //! run analysed. systemd is told READY, STATUS and STOPPING through sd_notify (a no-op
 //! outside systemd), and fed its watchdog while the schedule keeps ticking. A schedule that
-//! falls silent for longer than the lookback stops the daemon with an error, for the service
-//! manager to start it again.
+//! falls silent for longer than the lookback, or a run that goes on for longer than
+//! `schedule.max_run_duration`, stops the daemon with an error, for the service manager to
+//! start it again.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,6 +33,11 @@ pub enum DaemonError {
          the scheduler has stopped; exiting so that the service manager starts revokd again"
     )]
     Stalled { cron: String, silent: humantime::FormattedDuration, lookback: humantime::FormattedDuration },
+    #[error(
+        "the run in progress has gone on for {running}, longer than schedule.max_run_duration ({limit}): \
+         taken for hung; exiting so that the service manager starts revokd again"
+    )]
+    RunHung { running: humantime::FormattedDuration, limit: humantime::FormattedDuration },
 }
 
 /// How much later than the lookback a tick may come before the schedule counts as stalled:
@@ -67,19 +73,33 @@ impl Heartbeat {
     }
 }
 
-/// Feeds systemd's watchdog (when `WatchdogSec=` is set) while the schedule ticks; returns
-/// how long it has been silent once it is found stalled at two checks in a row. The second
-/// check gives a scheduler that was merely held up (a process stopped and continued, a
-/// machine starved of CPU) the time to fire the tick it owes.
-async fn watch_schedule(heartbeat: &Heartbeat, watchdog: Option<Duration>) -> Duration {
+/// Why the watch ended: the daemon cannot go on by itself.
+#[derive(Debug, PartialEq)]
+enum Fault {
+    /// The schedule has been silent this long.
+    Stalled(Duration),
+    /// The run in progress has gone on this long.
+    RunHung(Duration),
+}
+
+/// Feeds systemd's watchdog (when `WatchdogSec=` is set) while the schedule ticks and no run
+/// hangs. Returns a fault: a run going on for longer than `max_run`, or a schedule found
+/// stalled at two checks in a row. The second check gives a scheduler that was merely held
+/// up (a process stopped and continued, a machine starved of CPU) the time to fire the tick
+/// it owes.
+async fn watch(heartbeat: &Heartbeat, in_progress: &RunInProgress, max_run: Duration, watchdog: Option<Duration>) -> Fault {
     let period = watchdog.map_or(WATCH_PERIOD, |timeout| (timeout / 2).clamp(Duration::from_millis(100), WATCH_PERIOD));
     let mut checks = tokio::time::interval(period);
     checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stalled_before = false;
     loop {
         checks.tick().await;
-        match heartbeat.stalled(Instant::now()) {
-            Some(silent) if stalled_before => return silent,
+        let now = Instant::now();
+        if let Some(running) = in_progress.running_for(now).filter(|running| *running > max_run) {
+            return Fault::RunHung(running);
+        }
+        match heartbeat.stalled(now) {
+            Some(silent) if stalled_before => return Fault::Stalled(silent),
             Some(_) => stalled_before = true,
             None => {
                 stalled_before = false;
@@ -183,6 +203,36 @@ fn notify(state: &[sd_notify::NotifyState]) {
 pub struct Coverage {
     analysed_until: Option<DateTime<Utc>>,
     file: Option<PathBuf>,
+    /// When the run holding this coverage started, for the watch to read while it holds it.
+    in_progress: RunInProgress,
+}
+
+/// When the run in progress started, if one is: shared between the lock a run holds and the
+/// daemon's watch, which must tell a hung run without waiting for that lock.
+#[derive(Debug, Default, Clone)]
+struct RunInProgress(Arc<std::sync::Mutex<Option<Instant>>>);
+
+impl RunInProgress {
+    /// Marks a run started; it counts as over when the guard is dropped, however it ends.
+    fn start(&self) -> impl Drop + '_ {
+        struct Over<'a>(&'a RunInProgress);
+        impl Drop for Over<'_> {
+            fn drop(&mut self) {
+                *self.0.lock() = None;
+            }
+        }
+        *self.lock() = Some(Instant::now());
+        Over(self)
+    }
+
+    /// How long the run in progress has gone on at `now`.
+    fn running_for(&self, now: Instant) -> Option<Duration> {
+        self.lock().map(|started| now.saturating_duration_since(started))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 impl Coverage {
@@ -206,7 +256,7 @@ impl Coverage {
                 None
             }
         };
-        Coverage { analysed_until, file: Some(file) }
+        Coverage { analysed_until, file: Some(file), in_progress: RunInProgress::default() }
     }
 
     /// Records a finished run: sets its report's `unanalysed_before` (with a warning) when
@@ -259,7 +309,10 @@ pub async fn scheduled_run(rt: &Runtime, runs: &Mutex<Coverage>, now: Option<Dat
         tracing::warn!("previous run still in progress; skipping this scheduled run");
         return None;
     };
+    let in_progress = coverage.in_progress.clone();
+    let running = in_progress.start();
     let mut report = run_once(rt, &RunOptions { now, last_analysed_until: coverage.analysed_until(), ..RunOptions::default() }).await;
+    drop(running);
     coverage.record(&mut report);
     let status = match &report.error {
         None => format!(
@@ -286,7 +339,9 @@ pub async fn run_daemon(rt: Runtime) -> Result<(), DaemonError> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
 
     let rt = Arc::new(rt);
-    let runs = Arc::new(Mutex::new(Coverage::kept_in(&rt.config.state_dir)));
+    let coverage = Coverage::kept_in(&rt.config.state_dir);
+    let in_progress = coverage.in_progress.clone();
+    let runs = Arc::new(Mutex::new(coverage));
     let heartbeat = Arc::new(Heartbeat::new(rt.config.schedule.lookback));
     let mut scheduler = JobScheduler::new().await?;
     let (job_rt, job_runs, job_heartbeat) = (rt.clone(), runs.clone(), heartbeat.clone());
@@ -309,20 +364,33 @@ pub async fn run_daemon(rt: Runtime) -> Result<(), DaemonError> {
         tokio::spawn(tick(rt.clone(), runs.clone()));
     }
 
-    let stalled = tokio::select! {
+    let fault = tokio::select! {
         _ = sigterm.recv() => { tracing::info!(signal = "SIGTERM", "stopping"); None }
         _ = sigint.recv() => { tracing::info!(signal = "SIGINT", "stopping"); None }
-        silent = watch_schedule(&heartbeat, watchdog) => Some(silent),
+        fault = watch(&heartbeat, &in_progress, rt.config.schedule.max_run_duration, watchdog) => Some(fault),
     };
-    let stalled = stalled.map(|silent| DaemonError::Stalled {
-        cron: rt.config.schedule.cron.clone(),
-        silent: humantime::format_duration(Duration::from_secs(silent.as_secs())),
-        lookback: humantime::format_duration(rt.config.schedule.lookback),
+    // Whole seconds: a fault is minutes long, and its nanoseconds are noise.
+    let seconds = |d: Duration| humantime::format_duration(Duration::from_secs(d.as_secs()));
+    let error = fault.map(|fault| match fault {
+        Fault::Stalled(silent) => DaemonError::Stalled {
+            cron: rt.config.schedule.cron.clone(),
+            silent: seconds(silent),
+            lookback: humantime::format_duration(rt.config.schedule.lookback),
+        },
+        Fault::RunHung(running) => {
+            DaemonError::RunHung { running: seconds(running), limit: humantime::format_duration(rt.config.schedule.max_run_duration) }
+        }
     });
-    if let Some(e) = &stalled {
+    if let Some(e) = &error {
         tracing::error!(error = %e, "stopping");
     }
     notify(&[sd_notify::NotifyState::Stopping]);
+    if let Some(e @ DaemonError::RunHung { .. }) = &error {
+        // A hung run holds a core or a blocking thread that no shutdown can take back, and
+        // the runtime would wait for it on the way out: leave now.
+        eprintln!("revokd: {e}");
+        std::process::exit(1);
+    }
     // A scheduler that has stopped ticking may not answer a shutdown either.
     match tokio::time::timeout(SCHEDULER_SHUTDOWN_GRACE, scheduler.shutdown()).await {
         Ok(Ok(())) => {}
@@ -333,7 +401,7 @@ pub async fn run_daemon(rt: Runtime) -> Result<(), DaemonError> {
         Ok(_) => tracing::info!("stopped"),
         Err(_) => tracing::warn!(grace_s = STOP_GRACE.as_secs(), "run still in progress at stop; abandoned"),
     }
-    stalled.map_or(Ok(()), Err)
+    error.map_or(Ok(()), Err)
 }
 
 #[cfg(test)]
@@ -385,6 +453,31 @@ mod tests {
         assert_eq!(heartbeat.stalled(ticked + Duration::from_secs(660)), None, "a tick starts the silence again");
     }
 
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn idle() -> RunInProgress {
+        RunInProgress::default()
+    }
+
+    #[tokio::test]
+    async fn a_run_going_on_longer_than_max_run_duration_ends_the_watch_and_one_within_it_does_not() {
+        let heartbeat = silent_since(Duration::ZERO, HOUR);
+        let in_progress = RunInProgress::default();
+        let running = in_progress.start();
+        let watching =
+            tokio::time::timeout(Duration::from_millis(500), watch(&heartbeat, &in_progress, HOUR, Some(Duration::from_millis(100))));
+        assert!(watching.await.is_err(), "a run well within its limit was taken for hung");
+        let fault = tokio::time::timeout(
+            Duration::from_secs(10),
+            watch(&heartbeat, &in_progress, Duration::from_millis(200), Some(Duration::from_millis(100))),
+        )
+        .await
+        .expect("the watch ends");
+        assert!(matches!(fault, Fault::RunHung(running) if running > Duration::from_millis(200)), "{fault:?}");
+        drop(running);
+        assert_eq!(in_progress.running_for(Instant::now()), None, "a run that ended is not in progress");
+    }
+
     /// A heartbeat whose last tick was `ago`, allowed `at_most` of silence.
     fn silent_since(ago: Duration, at_most: Duration) -> Heartbeat {
         Heartbeat { last_tick: std::sync::Mutex::new(Instant::now() - ago), silent_at_most: at_most }
@@ -393,18 +486,19 @@ mod tests {
     #[tokio::test]
     async fn a_stalled_schedule_ends_the_watch_at_its_second_check() {
         let heartbeat = silent_since(Duration::from_secs(120), Duration::from_secs(60));
-        let silent = tokio::time::timeout(Duration::from_secs(10), watch_schedule(&heartbeat, Some(Duration::from_millis(100))))
+        let fault = tokio::time::timeout(Duration::from_secs(10), watch(&heartbeat, &idle(), HOUR, Some(Duration::from_millis(100))))
             .await
             .expect("the watch ends");
-        assert!(silent >= Duration::from_secs(120), "{silent:?}");
+        assert!(matches!(fault, Fault::Stalled(silent) if silent >= Duration::from_secs(120)), "{fault:?}");
     }
 
     #[tokio::test]
     async fn a_ticking_schedule_keeps_the_watch_going() {
         // Twenty checks, 50 ms apart (half the watchdog's timeout), none of them stalled.
         let heartbeat = silent_since(Duration::ZERO, Duration::from_secs(60));
-        let watch = tokio::time::timeout(Duration::from_secs(1), watch_schedule(&heartbeat, Some(Duration::from_millis(100))));
-        assert!(watch.await.is_err(), "the watch ended on a schedule that ticks");
+        let idle = idle();
+        let watching = tokio::time::timeout(Duration::from_secs(1), watch(&heartbeat, &idle, HOUR, Some(Duration::from_millis(100))));
+        assert!(watching.await.is_err(), "the watch ended on a schedule that ticks");
     }
 
     #[tokio::test]
@@ -417,8 +511,9 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
             ticking.tick();
         });
-        let watch = tokio::time::timeout(Duration::from_secs(2), watch_schedule(&heartbeat, Some(Duration::from_secs(1))));
-        assert!(watch.await.is_err(), "a schedule held up once was taken for stalled");
+        let idle = idle();
+        let watching = tokio::time::timeout(Duration::from_secs(2), watch(&heartbeat, &idle, HOUR, Some(Duration::from_secs(1))));
+        assert!(watching.await.is_err(), "a schedule held up once was taken for stalled");
     }
 
     #[test]

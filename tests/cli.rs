@@ -341,6 +341,51 @@ fn daemon_notifies_systemd_feeds_its_watchdog_runs_on_schedule_and_stops_cleanly
     assert!(logs.contains("\"stopped\""), "{logs}");
 }
 
+#[test]
+fn a_daemon_whose_run_goes_on_past_max_run_duration_exits_for_its_service_manager_to_restart_it() {
+    let work = Workdir::new();
+    // Counts every triple of requests: billions of rows for the ~1,500 below, minutes of work.
+    work.write(
+        "slow.sql",
+        "SELECT a.session_id AS session_id, CAST(count(*) AS DOUBLE) AS score, false AS flagged, 'slow' AS reasons\n\
+         FROM requests a CROSS JOIN requests b CROSS JOIN requests c GROUP BY a.session_id\n",
+    );
+    work.write(
+        "revokd.toml",
+        "state_dir = \"state\"\n[logs]\nurl = \"logs\"\n[detection]\nquery = \"slow.sql\"\n\
+         [schedule]\ncron = \"0 */5 * * * *\"\nlookback = \"1h\"\nmax_run_duration = \"2s\"\n",
+    );
+    // The daemon analyses the hour before now.
+    let now = chrono::Utc::now().timestamp();
+    let mut lines = honest_viewers_between(now - 600, now - 60);
+    lines.extend(shared_session_between("leak3", 3, now - 600, now - 60));
+    write_delivered(&work.path("logs"), now - 600, "0001", &lines, std::time::SystemTime::now());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_revokd"))
+        .args(["daemon", "--config", "revokd.toml", "--log-format", "json"])
+        .current_dir(work.dir.path())
+        // Checked every half second, as under `WatchdogSec=1s`.
+        .env("WATCHDOG_USEC", "1000000")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the daemon kept a hung run going");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut logs = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    assert_eq!(status.code(), Some(1), "{logs}");
+    assert!(logs.contains("longer than schedule.max_run_duration (2s)"), "{logs}");
+    assert!(!logs.contains("\"run finished\""), "the run was still going: {logs}");
+}
+
 #[tokio::test]
 async fn a_scheduled_run_is_skipped_while_the_previous_one_is_in_progress() {
     let work = two_leaks_workdir();
