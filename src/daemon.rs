@@ -3,7 +3,7 @@
 //! a run whose window starts after the last successful one's ended says which requests no
 //! run analysed. systemd is told READY, STATUS and STOPPING through sd_notify (a no-op
 //! outside systemd), and fed its watchdog while the schedule keeps ticking. A schedule that
-//! falls silent for longer than the lookback, or a run that goes on for longer than
+//! falls silent for longer than its runs are apart, or a run that goes on for longer than
 //! `schedule.max_run_duration`, stops the daemon with an error, for the service manager to
 //! start it again.
 
@@ -29,10 +29,10 @@ pub enum DaemonError {
     #[error("installing signal handler: {0}")]
     Signal(#[source] std::io::Error),
     #[error(
-        "schedule.cron = \"{cron}\" has not started a run for {silent}, longer than schedule.lookback ({lookback}): \
+        "schedule.cron = \"{cron}\" has not started a run for {silent}, though its runs come at most {longest} apart: \
          the scheduler has stopped; exiting so that the service manager starts revokd again"
     )]
-    Stalled { cron: String, silent: humantime::FormattedDuration, lookback: humantime::FormattedDuration },
+    Stalled { cron: String, silent: humantime::FormattedDuration, longest: humantime::FormattedDuration },
     #[error(
         "the run in progress has gone on for {running}, longer than schedule.max_run_duration ({limit}): \
          taken for hung; exiting so that the service manager starts revokd again"
@@ -40,16 +40,16 @@ pub enum DaemonError {
     RunHung { running: humantime::FormattedDuration, limit: humantime::FormattedDuration },
 }
 
-/// How much later than the lookback a tick may come before the schedule counts as stalled:
-/// the scheduler fires on a half-second beat, and a loaded machine starts it late.
+/// How much later than due a tick may come before the schedule counts as stalled: the
+/// scheduler fires on a half-second beat, and a loaded machine starts it late.
 const TICK_SLACK: Duration = Duration::from_secs(60);
 /// How often the schedule is checked, and at least how often systemd's watchdog is fed.
 const WATCH_PERIOD: Duration = Duration::from_secs(30);
 
 /// When the schedule last started a run (or skipped one because a run was still going), for
 /// telling a live daemon from one whose scheduler has stopped: the process is up, systemd
-/// sees nothing wrong, and no request is analysed any more. The config guarantees a tick
-/// within every lookback, so silence longer than that is a fault, not a quiet schedule.
+/// sees nothing wrong, and no request is analysed any more. Silence longer than the longest
+/// time between two runs of the schedule is a fault, not a quiet schedule.
 #[derive(Debug)]
 struct Heartbeat {
     last_tick: std::sync::Mutex<Instant>,
@@ -57,9 +57,9 @@ struct Heartbeat {
 }
 
 impl Heartbeat {
-    /// A heartbeat that has just ticked, for a schedule with at most `lookback` between runs.
-    fn new(lookback: Duration) -> Heartbeat {
-        Heartbeat { last_tick: std::sync::Mutex::new(Instant::now()), silent_at_most: lookback + TICK_SLACK }
+    /// A heartbeat that has just ticked, for a schedule with at most `longest` between runs.
+    fn new(longest: Duration) -> Heartbeat {
+        Heartbeat { last_tick: std::sync::Mutex::new(Instant::now()), silent_at_most: longest + TICK_SLACK }
     }
 
     fn tick(&self) {
@@ -186,6 +186,12 @@ pub fn schedule_gap(cron: &str, lookback: Duration) -> Result<Option<ScheduleGap
         at = ahead;
     }
     Ok(gap)
+}
+
+/// The longest time between two runs of `cron` (over the days [`schedule_gap`] checks).
+fn longest_time_between_runs(cron: &str) -> Option<Duration> {
+    // Every gap is longer than a lookback of zero: the longest of them is returned.
+    schedule_gap(cron, Duration::ZERO).ok().flatten().map(|gap| gap.longest)
 }
 
 fn notify(state: &[sd_notify::NotifyState]) {
@@ -342,7 +348,10 @@ pub async fn run_daemon(rt: Runtime) -> Result<(), DaemonError> {
     let coverage = Coverage::kept_in(&rt.config.state_dir);
     let in_progress = coverage.in_progress.clone();
     let runs = Arc::new(Mutex::new(coverage));
-    let heartbeat = Arc::new(Heartbeat::new(rt.config.schedule.lookback));
+    // Not the lookback: a schedule can run far more often than its lookback requires, and a
+    // stopped one is found as soon as a tick is overdue, not once requests go unanalysed.
+    let longest = longest_time_between_runs(&rt.config.schedule.cron).unwrap_or(rt.config.schedule.lookback);
+    let heartbeat = Arc::new(Heartbeat::new(longest));
     let mut scheduler = JobScheduler::new().await?;
     let (job_rt, job_runs, job_heartbeat) = (rt.clone(), runs.clone(), heartbeat.clone());
     let job = Job::new_async(rt.config.schedule.cron.as_str(), move |_, _| {
@@ -375,7 +384,7 @@ pub async fn run_daemon(rt: Runtime) -> Result<(), DaemonError> {
         Fault::Stalled(silent) => DaemonError::Stalled {
             cron: rt.config.schedule.cron.clone(),
             silent: seconds(silent),
-            lookback: humantime::format_duration(rt.config.schedule.lookback),
+            longest: humantime::format_duration(longest),
         },
         Fault::RunHung(running) => {
             DaemonError::RunHung { running: seconds(running), limit: humantime::format_duration(rt.config.schedule.max_run_duration) }
@@ -441,7 +450,15 @@ mod tests {
     }
 
     #[test]
-    fn a_schedule_is_stalled_only_when_silent_for_longer_than_its_lookback_and_a_minute() {
+    fn the_time_a_schedule_may_be_silent_is_its_longest_time_between_runs() {
+        let longest = |cron: &str| longest_time_between_runs(cron).map(|d| d.as_secs());
+        assert_eq!(longest("0 */5 * * * *"), Some(300));
+        assert_eq!(longest("*/20 * * * * *"), Some(20));
+        assert_eq!(longest("0 */5 8-17 * * *"), Some(14 * 3600 + 300), "overnight");
+    }
+
+    #[test]
+    fn a_schedule_is_stalled_only_when_silent_for_longer_than_its_longest_gap_and_a_minute() {
         let heartbeat = Heartbeat::new(Duration::from_secs(600));
         let started = *heartbeat.last_tick.lock().unwrap();
         assert_eq!(heartbeat.stalled(started + Duration::from_secs(600)), None);
