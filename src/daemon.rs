@@ -63,14 +63,20 @@ impl Heartbeat {
     }
 
     fn tick(&self) {
-        *self.last_tick.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Instant::now();
+        *unpoisoned(&self.last_tick) = Instant::now();
     }
 
     /// How long the schedule has been silent at `now`, when that is longer than it may be.
     fn stalled(&self, now: Instant) -> Option<Duration> {
-        let silent = now.saturating_duration_since(*self.last_tick.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        let silent = now.saturating_duration_since(*unpoisoned(&self.last_tick));
         (silent > self.silent_at_most).then_some(silent)
     }
+}
+
+/// A lock on a time that one thread sets and another reads: a panic while holding it cannot
+/// leave it half-written, so a poisoned lock is as good as a clean one.
+fn unpoisoned<T>(lock: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Why the watch ended: the daemon cannot go on by itself.
@@ -224,20 +230,16 @@ impl RunInProgress {
         struct Over<'a>(&'a RunInProgress);
         impl Drop for Over<'_> {
             fn drop(&mut self) {
-                *self.0.lock() = None;
+                *unpoisoned(&self.0.0) = None;
             }
         }
-        *self.lock() = Some(Instant::now());
+        *unpoisoned(&self.0) = Some(Instant::now());
         Over(self)
     }
 
     /// How long the run in progress has gone on at `now`.
     fn running_for(&self, now: Instant) -> Option<Duration> {
-        self.lock().map(|started| now.saturating_duration_since(started))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        unpoisoned(&self.0).map(|started| now.saturating_duration_since(started))
     }
 }
 
