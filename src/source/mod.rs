@@ -318,9 +318,7 @@ impl LogSource {
         let objects = self.list_window(window).await?;
         let progress = self.progress.then(|| Progress::new(&objects));
         let loaded = self.load_objects(objects, window, progress.as_ref(), None).await?;
-        if let Some(progress) = progress {
-            progress.bar.finish_and_clear();
-        }
+        drop(progress);
         self.prune_cache(window);
         Ok(loaded.into_logs(*window))
     }
@@ -366,9 +364,7 @@ impl LogSource {
             self.load_objects(delivered, &horizon, progress.as_ref(), Some(reach)),
             self.load_objects(in_window.clone(), window, progress.as_ref(), None)
         )?;
-        if let Some(progress) = progress {
-            progress.bar.finish_and_clear();
-        }
+        drop(progress);
         let earliest = delivered.earliest_of_each.iter().flatten().min().copied();
         let reached = Window { start: earliest.map_or(window.start, |t| t.min(window.start)), end: window.end };
         let mut loaded = if reached == *window {
@@ -389,9 +385,7 @@ impl LogSource {
                 self.load_objects(in_window, &up_to_window, progress.as_ref(), None),
                 self.load_objects(before_window, &reached, progress.as_ref(), None)
             )?;
-            if let Some(progress) = progress {
-                progress.bar.finish_and_clear();
-            }
+            drop(progress);
             let window_start = window.start.timestamp();
             loaded.batches = rows_where(std::mem::take(&mut loaded.batches), |t| t >= window_start);
             loaded.batches.extend(rows_where(again.batches, |t| t < window_start));
@@ -668,6 +662,14 @@ impl Progress {
 
     fn show(&self, done: u64, lines: u64) {
         self.bar.set_message(format!("{done}/{} objects, {lines} lines", self.objects));
+    }
+}
+
+/// A bar is cleared however its loading ends, an error included: logs and messages that
+/// follow it are not written across a stale bar.
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
     }
 }
 
