@@ -257,19 +257,18 @@ async fn operator_write(
             run_id: None,
         })
         .collect();
-    let rt = Runtime::open(config).await?;
-    rt.store.put_manual(&entries).await?;
+    // The list and the rule group only: an operator revoking in an incident must not need
+    // the logs to be reachable (a log mount that is down, a bucket without access).
+    let store = crate::store::open(&config).await?;
+    store.put_manual(&entries).await?;
     for id in &ids {
         tracing::info!(session_id = %id, kind = %kind, expires_at = %expires_at, reason = %reason, "revocation list updated by operator");
     }
-    if !no_enforce && rt.config.mode == crate::config::Mode::Enforce {
-        let active = rt.store.active(now).await?;
-        let attempts = match &rt.config.enforcer {
-            crate::config::EnforcerConfig::Wafv2(w) => w.max_update_attempts,
-            crate::config::EnforcerConfig::File { .. } => 3,
-        };
-        let outcome = crate::enforcer::reconcile(rt.rules.as_ref(), &active, attempts, false).await?;
-        tracing::info!(group = %rt.rules.describe(), added = outcome.added.len(), removed = outcome.removed.len(), rules = outcome.rules, updated = outcome.updated, "rule group reconciled");
+    if !no_enforce && config.mode == crate::config::Mode::Enforce {
+        let rules = crate::enforcer::open(&config).await;
+        let active = store.active(now).await?;
+        let outcome = crate::enforcer::reconcile(rules.as_ref(), &active, config.enforcer.max_update_attempts(), false).await?;
+        tracing::info!(group = %rules.describe(), added = outcome.added.len(), removed = outcome.removed.len(), rules = outcome.rules, updated = outcome.updated, "rule group reconciled");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -302,6 +302,18 @@ pub enum EnforcerConfig {
     Wafv2(WafConfig),
 }
 
+impl EnforcerConfig {
+    /// Attempts at a rule-group update that another writer's lock or change interrupts.
+    pub fn max_update_attempts(&self) -> u32 {
+        match self {
+            EnforcerConfig::Wafv2(w) => w.max_update_attempts,
+            // A file changed between reading and writing it (another process, an operator's
+            // edit) starts the update over; three attempts and no setting of its own.
+            EnforcerConfig::File { .. } => 3,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct WafConfig {
     pub name: String,

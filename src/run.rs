@@ -50,13 +50,6 @@ impl Runtime {
         let rules = enforcer::open(&config).await;
         Ok(Runtime { config, source, analyzer, store, rules })
     }
-
-    fn max_update_attempts(&self) -> u32 {
-        match &self.config.enforcer {
-            crate::config::EnforcerConfig::Wafv2(w) => w.max_update_attempts,
-            crate::config::EnforcerConfig::File { .. } => 3,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -381,7 +374,7 @@ async fn run_stages(
     report.stages.store_ms = ms(t);
 
     let t = Instant::now();
-    let outcome = enforcer::reconcile(rt.rules.as_ref(), &active_after, rt.max_update_attempts(), !writes).await?;
+    let outcome = enforcer::reconcile(rt.rules.as_ref(), &active_after, rt.config.enforcer.max_update_attempts(), !writes).await?;
     report.stages.enforce_ms = ms(t);
     log_enforcement(rt.rules.as_ref(), &outcome, writes);
     let c = &mut report.counters;
