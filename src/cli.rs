@@ -269,6 +269,23 @@ async fn operator_write(
         let active = store.active(now).await?;
         let outcome = crate::enforcer::reconcile(rules.as_ref(), &active, config.enforcer.max_update_attempts(), false).await?;
         tracing::info!(group = %rules.describe(), added = outcome.added.len(), removed = outcome.removed.len(), rules = outcome.rules, updated = outcome.updated, "rule group reconciled");
+        crate::run::log_enforcement(rules.as_ref(), &outcome, true);
+        // Recorded but not blocked is not what the operator asked for: say which, and fail.
+        let unblocked: Vec<&str> =
+            ids.iter().map(SessionId::as_str).filter(|id| outcome.did_not_fit.iter().any(|left_out| left_out == id)).collect();
+        if kind == EntryKind::Manual && !unblocked.is_empty() {
+            return Err(Failure(
+                format!(
+                    "{} of the {} sessions are in the revocation list but not blocked: {} is full ({} rules, MANUAL revocations first): {}",
+                    unblocked.len(),
+                    ids.len(),
+                    rules.describe(),
+                    outcome.rules,
+                    unblocked.join(", ")
+                ),
+                1,
+            ));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -381,7 +381,7 @@ async fn run_stages(
     c.rules_added = outcome.added.len() as u64;
     c.rules_removed = outcome.removed.len() as u64;
     c.rules_total = outcome.rules as u64;
-    c.rules_did_not_fit = outcome.did_not_fit as u64;
+    c.rules_did_not_fit = outcome.did_not_fit.len() as u64;
     c.rule_group_updated = outcome.updated;
     Ok(())
 }
@@ -503,9 +503,9 @@ fn log_flagged(f: &FlaggedSession, run_id: &str) {
     );
 }
 
-fn log_enforcement(group: &dyn RuleGroup, outcome: &EnforceOutcome, writes: bool) {
-    if outcome.did_not_fit > 0 {
-        tracing::warn!(group = %group.describe(), did_not_fit = outcome.did_not_fit, rules = outcome.rules, "revoked sessions left out of the rule group: capacity reached (lowest-scored AUTO entries first)");
+pub(crate) fn log_enforcement(group: &dyn RuleGroup, outcome: &EnforceOutcome, writes: bool) {
+    if !outcome.did_not_fit.is_empty() {
+        tracing::warn!(group = %group.describe(), did_not_fit = outcome.did_not_fit.len(), rules = outcome.rules, "revoked sessions left out of the rule group: capacity reached (the lowest-scored AUTO entries first, MANUAL ones last)");
     }
     if outcome.changed && !writes {
         tracing::info!(group = %group.describe(), would_add = outcome.added.len(), would_remove = outcome.removed.len(), "rule group not written (observe mode or dry run)");

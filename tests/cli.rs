@@ -215,6 +215,26 @@ fn manual_revoke_and_unrevoke_update_the_list_and_the_rules_at_once() {
 }
 
 #[test]
+fn a_manual_revocation_the_full_rule_group_cannot_hold_is_recorded_named_and_fails_the_command() {
+    let work = Workdir::new();
+    // 4 WCU: two rules.
+    local_config(&work, "[enforcer.file]\ncapacity = 4\n");
+    work.ok(&["revoke", "old1", "old2", "--config", "revokd.toml"]);
+    // The stores keep times to the second; revocations within one are ranked by id.
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = work.revokd(&["revoke", "aaa", "--config", "revokd.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("1 of the 1 sessions are in the revocation list but not blocked") && stderr.contains(": aaa"), "{stderr}");
+    let rules = rule_file(&work.path("state/rule-group.json"));
+    assert_eq!(rules.iter().map(|r| r.2.as_str()).collect::<Vec<_>>(), vec!["/old1.", "/old2."], "the earlier revocations stay blocked");
+    let list = work.revokd(&["sessions", "list", "--json", "--config", "revokd.toml"]);
+    let entries: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let ids: Vec<&str> = entries.as_array().unwrap().iter().map(|e| e["session_id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&"aaa") && ids.len() == 3, "recorded all the same: {ids:?}");
+}
+
+#[test]
 fn an_unreadable_rule_group_file_fails_the_run_and_is_left_as_it_was() {
     let work = two_leaks_workdir();
     let garbage = "{ this is someone's edit";

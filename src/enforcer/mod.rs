@@ -164,13 +164,17 @@ pub fn plan_rules(active: &[Revocation], capacity: u32, first_priority: i32) -> 
             entries.push(r);
         }
     }
-    // What fits: MANUAL first, then by score (highest first); ties by id so the choice is
-    // deterministic.
+    // What fits: MANUAL first, the oldest first, so that an operator's new revocation never
+    // unblocks one made before it (the new one is reported as not fitting instead); then AUTO
+    // by score, highest first. Ties by id so the choice is deterministic.
     let rank = |r: &Revocation| if r.kind == EntryKind::Manual { 0 } else { 1 };
     entries.sort_by(|a, b| {
         rank(a)
             .cmp(&rank(b))
-            .then_with(|| b.score.unwrap_or(f64::NEG_INFINITY).total_cmp(&a.score.unwrap_or(f64::NEG_INFINITY)))
+            .then_with(|| match a.kind {
+                EntryKind::Manual => a.first_seen.cmp(&b.first_seen),
+                _ => b.score.unwrap_or(f64::NEG_INFINITY).total_cmp(&a.score.unwrap_or(f64::NEG_INFINITY)),
+            })
             .then_with(|| a.session_id.cmp(&b.session_id))
     });
     let fits = (capacity / WCU_PER_RULE) as usize;
@@ -198,8 +202,8 @@ pub struct EnforceOutcome {
     pub removed: Vec<String>,
     /// revokd rules in the group afterwards.
     pub rules: usize,
-    /// Revoked sessions that did not fit the capacity.
-    pub did_not_fit: usize,
+    /// Revoked sessions left out for lack of capacity, highest ranked first.
+    pub did_not_fit: Vec<String>,
     /// Revocations whose session id was not sent to WAF.
     pub rejected: usize,
     /// Whether the group was written (false when already right, or in a dry run).
@@ -274,7 +278,7 @@ pub fn compare(snapshot: &Snapshot, reserved: u32, active: &[Revocation]) -> (En
         added: after.difference(&before).map(|s| s.to_string()).collect(),
         removed: before.difference(&after).map(|s| s.to_string()).collect(),
         rules: plan.rules.len(),
-        did_not_fit: plan.did_not_fit.len(),
+        did_not_fit: plan.did_not_fit.clone(),
         rejected: plan.rejected.len(),
         updated: false,
         changed: !unchanged,
@@ -344,6 +348,16 @@ mod tests {
     }
 
     #[test]
+    fn a_group_full_of_manual_revocations_keeps_the_older_ones_blocked() {
+        let older = rev("zz-older", EntryKind::Manual, None);
+        let newer = Revocation { first_seen: older.first_seen + chrono::Duration::minutes(5), ..rev("aa-newer", EntryKind::Manual, None) };
+        let plan = plan_rules(&[newer, older], 2, 0);
+        let ids: Vec<&str> = plan.rules.iter().map(|r| r.session_id.as_str()).collect();
+        assert_eq!(ids, vec!["zz-older"], "a new revocation does not push out one made before it");
+        assert_eq!(plan.did_not_fit, vec!["aa-newer".to_string()]);
+    }
+
+    #[test]
     fn the_same_sessions_rescored_need_no_update() {
         let before = vec![rev("s1", EntryKind::Auto, Some(3.0)), rev("s2", EntryKind::Auto, Some(5.0))];
         let snap = snapshot(100, plan_rules(&before, 100, 0).rules.into_iter().map(ObservedRule::Owned).collect());
@@ -409,7 +423,7 @@ mod tests {
         let snap = snapshot(20, vec![ObservedRule::Foreign { name: "geo".into(), priority: 7 }]);
         let (outcome, plan) = compare(&snap, 10, &active);
         assert_eq!(plan.rules.len(), 5);
-        assert_eq!(outcome.did_not_fit, 5);
+        assert_eq!(outcome.did_not_fit.len(), 5);
         assert_eq!(plan.rules[0].priority, 8, "our rules come after the foreign priorities");
         let kept: Vec<&str> = plan.rules.iter().map(|r| r.session_id.as_str()).collect();
         assert_eq!(kept, ["s5", "s6", "s7", "s8", "s9"], "the highest scores");
