@@ -495,3 +495,24 @@ async fn object_downloads_run_in_parallel_up_to_the_configured_bound() {
     assert_eq!(loaded.stats.parse.lines, lines_uploaded);
     assert_eq!(proxy.peak_gets(), 2);
 }
+
+#[tokio::test]
+async fn a_table_not_migrated_and_a_rule_group_not_found_are_named_with_what_to_check() {
+    let emu = emulator();
+    let work = Workdir::new();
+    let (table, group) = (unique("never-migrated"), unique("revokd"));
+    let group_id = emu.rule_group(&group, 1000).await;
+    work.write("revokd.toml", &emu.config(&unique("cf"), &table, &group, &group_id, ""));
+
+    let out = work.revokd(&["revoke", "abc", "--config", "revokd.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&table) && stderr.contains("`revokd migrate` creates it"), "{stderr}");
+
+    work.ok(&["migrate", "--config", "revokd.toml"]);
+    work.write("revokd.toml", &emu.config(&unique("cf"), &table, &unique("no-such-group"), &group_id, ""));
+    let out = work.revokd(&["revoke", "abc", "--config", "revokd.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("GetRuleGroup") && stderr.contains("check `enforcer.wafv2`"), "{stderr}");
+}

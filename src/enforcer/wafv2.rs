@@ -96,7 +96,13 @@ impl WafRuleGroup {
         }
     }
 
-    fn err(&self, operation: &'static str, message: String) -> EnforceError {
+    fn err(&self, operation: &'static str, mut message: String) -> EnforceError {
+        // The usual cause on a new install: say what to check.
+        if message.starts_with("WAFNonexistentItemException") {
+            message.push_str(
+                " (no rule group with this name, id and scope: check `enforcer.wafv2`; a CLOUDFRONT group is created in us-east-1, see README \"AWS setup\")",
+            );
+        }
         EnforceError::Waf { group: self.describe(), operation, message }
     }
 }

@@ -146,7 +146,13 @@ impl DynamoStore {
         StoreError::Unprocessed { table: self.table.clone(), operation, left: e.left, attempts: e.attempts }
     }
 
-    fn err(&self, operation: &'static str, message: String) -> StoreError {
+    fn err(&self, operation: &'static str, mut message: String) -> StoreError {
+        // The usual cause on a new install: say what fixes it.
+        if message.starts_with("ResourceNotFoundException") {
+            message.push_str(
+                " (no such table in this region and account: check `store.dynamodb.table` and `.region`; `revokd migrate` creates it)",
+            );
+        }
         StoreError::Dynamo { table: self.table.clone(), operation, message }
     }
 
