@@ -269,6 +269,12 @@ fn check_config_names_the_file_the_key_and_the_problem() {
             assert!(stderr.contains(e), "{text}: `{e}` missing: {stderr}");
         }
     }
+    // A one-shot run is not preceded by check-config: it names the key too.
+    work.write("bad.toml", "[logs]\nurl = \"/nonexistent/dir\"\n");
+    let out = work.revokd(&["run", "--config", "bad.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("/nonexistent/dir (`logs.url`) is not a directory"), "{stderr}");
     local_config(&work, "");
     std::fs::create_dir_all(work.path("logs")).unwrap();
     work.ok(&["check-config", "--config", "revokd.toml"]);

@@ -39,6 +39,8 @@ pub enum SourceError {
         #[source]
         source: object_store::Error,
     },
+    #[error("log location {location} (`logs.url`) is not a directory")]
+    NotADirectory { location: String },
     #[error("log location {location} is not a directory any more (moved, deleted or unmounted?)")]
     Gone { location: String },
     #[error("fetching log object {object}: {source}")]
@@ -138,6 +140,9 @@ impl LogSource {
         let (store, prefix, location, ordered_listing): (Arc<dyn ObjectStore>, _, _, _) = match &config.location {
             LogLocation::Local(dir) => {
                 let location = format!("file://{}", dir.display());
+                if !dir.is_dir() {
+                    return Err(SourceError::NotADirectory { location });
+                }
                 let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)
                     .map_err(|source| SourceError::Open { location: location.clone(), source })?;
                 (Arc::new(fs), ObjectPath::default(), location, false)
