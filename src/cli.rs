@@ -152,6 +152,9 @@ fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
 
 async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     let config = load_config(cli.config.as_deref())?;
+    for dir in local_dirs_written(&config, &cli.command) {
+        check_not_root_in_a_service_dir(&dir)?;
+    }
     match cli.command {
         Command::CheckConfig => {
             check_config(&config).await?;
@@ -215,6 +218,49 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             operator_write(config, &session_ids, EntryKind::Unrevoked, cooldown, reason, no_enforce).await
         }
     }
+}
+
+/// The local folders a command creates or rewrites files in.
+fn local_dirs_written(config: &Config, command: &Command) -> Vec<PathBuf> {
+    let runs = matches!(command, Command::Run { .. } | Command::Daemon | Command::Explain { .. });
+    let reconciles = runs || matches!(command, Command::Revoke { .. } | Command::Unrevoke { .. });
+    let mut dirs = Vec::new();
+    if runs {
+        // The parse cache and the record of what runs analysed.
+        dirs.push(config.state_dir.clone());
+    }
+    if let crate::config::StoreConfig::Embedded { path } = &config.store
+        && !matches!(command, Command::CheckConfig)
+    {
+        // SQLite writes its journal beside the database, even to read it.
+        dirs.extend(path.parent().map(Path::to_path_buf));
+    }
+    if let crate::config::EnforcerConfig::File { path, .. } = &config.enforcer
+        && reconciles
+    {
+        dirs.extend(path.parent().map(Path::to_path_buf));
+    }
+    dirs
+}
+
+/// Refuses root in a folder another user owns (the service's state): what root writes there
+/// stays root's, and the service, no longer able to write its own database or rule file,
+/// would fail every run after it.
+fn check_not_root_in_a_service_dir(dir: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::MetadataExt;
+    // Not there yet: whoever creates it owns it.
+    let Ok(owner) = std::fs::metadata(dir).map(|m| m.uid()) else { return Ok(()) };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 || owner == 0 {
+        return Ok(());
+    }
+    Err(Failure(
+        format!(
+            "{} belongs to uid {owner}, and revokd runs as root: files it wrote there would be root's, and the service could no longer write them. Run it as the owner, e.g. `sudo -u '#{owner}' revokd …`",
+            dir.display()
+        ),
+        2,
+    ))
 }
 
 /// Everything `check-config` checks, also run by the daemon before it starts.

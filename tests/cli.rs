@@ -235,6 +235,31 @@ fn a_manual_revocation_the_full_rule_group_cannot_hold_is_recorded_named_and_fai
 }
 
 #[test]
+fn root_is_refused_in_a_state_directory_the_service_user_owns_and_nothing_is_written() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: giving the state directory to another user needs root");
+        return;
+    }
+    let work = two_leaks_workdir();
+    std::fs::create_dir_all(work.path("state")).unwrap();
+    std::os::unix::fs::chown(work.path("state"), Some(65534), Some(65534)).unwrap();
+    for args in [
+        vec!["revoke", "abc"],
+        vec!["sessions", "list"],
+        vec!["run", "--now", &rfc3339(T0 + 600)],
+        vec!["explain", "leak3", "--now", &rfc3339(T0 + 600)],
+    ] {
+        let out = work.revokd(&[&args[..], &["--config", "revokd.toml"]].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("state belongs to uid 65534") && stderr.contains("sudo -u '#65534'"), "{args:?}: {stderr}");
+    }
+    assert_eq!(std::fs::read_dir(work.path("state")).unwrap().count(), 0, "nothing written as root");
+    work.ok(&["check-config", "--config", "revokd.toml"]);
+}
+
+#[test]
 fn an_unreadable_rule_group_file_fails_the_run_and_is_left_as_it_was() {
     let work = two_leaks_workdir();
     let garbage = "{ this is someone's edit";
