@@ -59,7 +59,7 @@ pub enum Command {
         #[arg(required = true)]
         session_ids: Vec<String>,
         /// How long the revocation lasts (default: revocation.manual_ttl).
-        #[arg(long, value_parser = parse_duration)]
+        #[arg(long, value_parser = parse_ttl)]
         ttl: Option<std::time::Duration>,
         /// Why (kept with the entry).
         #[arg(long, default_value = "revoked by operator")]
@@ -124,6 +124,13 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     crate::config::parse_duration(s)
+}
+
+fn parse_ttl(s: &str) -> Result<std::time::Duration, String> {
+    match parse_duration(s)? {
+        ttl if ttl.is_zero() => Err("a revocation of 0s would expire as it is made: give a longer --ttl".into()),
+        ttl => Ok(ttl),
+    }
 }
 
 /// A failure to report to the user: message, and the exit code.

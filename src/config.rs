@@ -437,8 +437,12 @@ fn resolve(raw: RawConfig, path: Option<&Path>, base: &Path) -> Result<Config, C
         manual_ttl: duration("revocation.manual_ttl", raw.revocation.manual_ttl.as_deref(), "24h")?,
         unrevoke_cooldown: duration("revocation.unrevoke_cooldown", raw.revocation.unrevoke_cooldown.as_deref(), "24h")?,
     };
+    // A revocation of 0s expires as it is made: nothing would ever be blocked.
     if revocation.ttl.is_zero() {
         return Err(invalid("revocation.ttl", "must be longer than 0s".into()));
+    }
+    if revocation.manual_ttl.is_zero() {
+        return Err(invalid("revocation.manual_ttl", "must be longer than 0s".into()));
     }
 
     // safety

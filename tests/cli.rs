@@ -212,6 +212,9 @@ fn manual_revoke_and_unrevoke_update_the_list_and_the_rules_at_once() {
     let bad = work.revokd(&["revoke", "abc.def", "--config", "revokd.toml"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("abc.def"));
+    let expired_at_once = work.revokd(&["revoke", "abc", "--ttl", "0s", "--config", "revokd.toml"]);
+    assert_eq!(expired_at_once.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&expired_at_once.stderr).contains("0s would expire as it is made"));
 }
 
 #[test]
@@ -283,6 +286,7 @@ fn check_config_names_the_file_the_key_and_the_problem() {
         ("[enforcer]\nbackend = \"wafv2\"\n", vec!["enforcer.wafv2.name", "required"]),
         ("[detection]\nquery = \"reference\"\n[detection.params]\nthreshhold = 3.0\n", vec!["detection.params.threshhold", "threshold"]),
         ("[logs]\nurl = \"/nonexistent/dir\"\n", vec!["logs.url", "/nonexistent/dir"]),
+        ("[revocation]\nmanual_ttl = \"0s\"\n", vec!["revocation.manual_ttl", "longer than 0s"]),
     ];
     for (text, expected) in cases {
         work.write("bad.toml", text);
