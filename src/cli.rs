@@ -317,7 +317,11 @@ async fn operator_write(
     for id in &ids {
         tracing::info!(session_id = %id, kind = %kind, expires_at = %expires_at, reason = %reason, "revocation list updated by operator");
     }
-    if !no_enforce && config.mode == crate::config::Mode::Enforce {
+    if config.mode == crate::config::Mode::Observe {
+        tracing::warn!("rule group left as it is: mode = observe; the first run in enforce mode blocks what the list holds");
+    } else if no_enforce {
+        tracing::info!("rule group left as it is (--no-enforce): the next run reconciles it");
+    } else {
         let rules = crate::enforcer::open(&config).await;
         let active = store.active(now).await?;
         let outcome = crate::enforcer::reconcile(rules.as_ref(), &active, config.enforcer.max_update_attempts(), false).await?;

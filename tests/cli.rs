@@ -117,6 +117,14 @@ fn observe_mode_analyses_and_logs_but_writes_nothing() {
     assert!(!work.path("state/rule-group.json").exists(), "no rule group written");
     let out = work.revokd(&["sessions", "list", "--all", "--json", "--config", "revokd.toml"]);
     assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "[]");
+
+    // An operator's revocation is recorded, as asked, and the rule group is left alone: said.
+    let out = work.revokd(&["revoke", "abc", "--config", "revokd.toml"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rule group left as it is: mode = observe"));
+    assert!(!work.path("state/rule-group.json").exists(), "no rule group written");
+    let out = work.revokd(&["sessions", "list", "--json", "--config", "revokd.toml"]);
+    assert!(String::from_utf8(out.stdout).unwrap().contains("\"abc\""));
 }
 
 #[test]
