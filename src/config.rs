@@ -563,13 +563,32 @@ fn parse_log_location(url: &str, absolute: &dyn Fn(&Path) -> PathBuf) -> Result<
 }
 
 /// Parses durations like `30s`, `10m`, `24h`, `1h 30m`.
+/// The longest duration any setting takes: a revocation for good, in practice. Times are
+/// computed from these (an expiry, a window's start), and far larger ones overflow them.
+/// 100 years of 365.25 days, as `100y` reads.
+const MAX_DURATION: Duration = Duration::from_secs(100 * 36_525 * 864);
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration like \"30s\", \"10m\" or \"24h\" ({e})"))
+    let duration =
+        humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration like \"30s\", \"10m\" or \"24h\" ({e})"))?;
+    if duration > MAX_DURATION {
+        return Err(format!("`{text}` is longer than 100 years, the longest duration revokd takes"));
+    }
+    Ok(duration)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_past_a_century_are_refused_before_any_time_is_computed_from_them() {
+        assert_eq!(parse_duration("100y").map(|d| d.as_secs() / 86_400), Ok(36_525));
+        for text in ["300000y", "999999999999y"] {
+            let error = parse_duration(text).unwrap_err();
+            assert!(error.contains(text), "{error}");
+        }
+    }
 
     #[test]
     fn defaults_need_no_aws() {
