@@ -341,23 +341,30 @@ SELECT
     session_id,
     score,
     score >= 1.0 AS flagged,
+    -- Every signal seen, with its value and threshold; one below its threshold says so, as
+    -- the reasons kept with a revocation must not read as if it had counted.
     concat_ws('; ',
         CASE WHEN concurrent_run > 0 THEN concat(
             'two playbacks at once for ', concurrent_run, ' consecutive x ', $bucket_s, 's (',
             shared_buckets, ' with a segment fetched from 2+ addresses, ', parallel_buckets,
-            ' with addresses ', $parallel_gap_segments, '+ segments apart), threshold ', $min_concurrent_run) END,
+            ' with addresses ', $parallel_gap_segments, '+ segments apart), threshold ', $min_concurrent_run,
+            CASE WHEN concurrent_run_score < 1.0 THEN ' (not reached)' ELSE '' END) END,
         CASE WHEN crowded_segments > 0 THEN concat(
             '3+ playbacks: ', crowded_segments, ' segments each fetched from 3+ addresses (up to ',
-            most_addresses_per_segment, '), threshold ', $min_crowded_segments) END,
+            most_addresses_per_segment, '), threshold ', $min_crowded_segments,
+            CASE WHEN crowded_segments_score < 1.0 THEN ' (not reached)' ELSE '' END) END,
         CASE WHEN peak_playbacks >= 3 THEN concat(
             peak_playbacks, ' playbacks within one ', $bucket_s, 's bucket (places ', $parallel_gap_segments,
-            '+ segments apart, plus addresses repeating what another played), threshold ', $min_peak_playbacks) END,
+            '+ segments apart, plus addresses repeating what another played), threshold ', $min_peak_playbacks,
+            CASE WHEN peak_playbacks_score < 1.0 THEN ' (not reached)' ELSE '' END) END,
         CASE WHEN rendition_share > 0 THEN concat(
             'parallel renditions: one address fetched ', round(rendition_share * 100, 1), '% of its ',
-            media_segments, ' segments in 2+ renditions, threshold ', round($restream_rendition_share * 100, 1), '%') END,
+            media_segments, ' segments in 2+ renditions, threshold ', round($restream_rendition_share * 100, 1), '%',
+            CASE WHEN rendition_share_score < 1.0 THEN ' (not reached)' ELSE '' END) END,
         CASE WHEN far_buckets > 0 THEN concat(
             'edges ', round(max_edge_km, 0), ' km apart at once in ', far_buckets, ' x ', $bucket_s,
-            's (> ', $far_km, ' km), threshold ', $min_far_buckets) END,
+            's (> ', $far_km, ' km), threshold ', $min_far_buckets,
+            CASE WHEN far_buckets_score < 1.0 THEN ' (not reached)' ELSE '' END) END,
         CASE WHEN tool_agent > 0 THEN 'non-player user agent (ffmpeg/VLC/curl/...)' END,
         CASE WHEN score < 1.0 THEN concat('score ', round(score, 2), ' < 1: not flagged') END
     ) AS reasons,

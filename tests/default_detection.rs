@@ -76,6 +76,11 @@ async fn three_viewers_joining_together_are_flagged_at_once() {
     let s = decide(lines, "burst").await;
     assert!(s.flagged, "{s:?}");
     assert!(s.signals["concurrent_run"] < 3.0, "not by waiting for a sustained run: {s:?}");
+    // The reasons kept with the revocation tell what counted from what was only seen.
+    let run = s.reasons.iter().find(|r| r.starts_with("two playbacks at once")).expect("some concurrency seen");
+    assert!(run.ends_with("threshold 3 (not reached)"), "{run}");
+    let crowded = s.reasons.iter().find(|r| r.starts_with("3+ playbacks")).expect("flagged by crowded segments");
+    assert!(crowded.ends_with("threshold 2"), "{crowded}");
 }
 
 #[tokio::test]
