@@ -562,12 +562,12 @@ fn parse_log_location(url: &str, absolute: &dyn Fn(&Path) -> PathBuf) -> Result<
     Ok(LogLocation::Local(absolute(Path::new(path))))
 }
 
-/// Parses durations like `30s`, `10m`, `24h`, `1h 30m`.
 /// The longest duration any setting takes: a revocation for good, in practice. Times are
 /// computed from these (an expiry, a window's start), and far larger ones overflow them.
 /// 100 years of 365.25 days, as `100y` reads.
 const MAX_DURATION: Duration = Duration::from_secs(100 * 36_525 * 864);
 
+/// Parses durations like `30s`, `10m`, `24h`, `1h 30m`, up to [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration =
         humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration like \"30s\", \"10m\" or \"24h\" ({e})"))?;
