@@ -345,6 +345,10 @@ pub async fn run_daemon(rt: Runtime) -> Result<(), DaemonError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    // SIGHUP's default action ends the process, and systemd's Restart=on-failure does not
+    // restart a service that SIGHUP ended: a habitual `kill -HUP` to reload would stop
+    // detection until someone noticed.
+    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
 
     let rt = Arc::new(rt);
     let coverage = Coverage::kept_in(&rt.config.state_dir);
@@ -375,10 +379,18 @@ pub async fn run_daemon(rt: Runtime) -> Result<(), DaemonError> {
         tokio::spawn(tick(rt.clone(), runs.clone()));
     }
 
-    let fault = tokio::select! {
-        _ = sigterm.recv() => { tracing::info!(signal = "SIGTERM", "stopping"); None }
-        _ = sigint.recv() => { tracing::info!(signal = "SIGINT", "stopping"); None }
-        fault = watch(&heartbeat, &in_progress, rt.config.schedule.max_run_duration, watchdog) => Some(fault),
+    let watching = watch(&heartbeat, &in_progress, rt.config.schedule.max_run_duration, watchdog);
+    tokio::pin!(watching);
+    let fault = loop {
+        tokio::select! {
+            _ = sigterm.recv() => { tracing::info!(signal = "SIGTERM", "stopping"); break None }
+            _ = sigint.recv() => { tracing::info!(signal = "SIGINT", "stopping"); break None }
+            _ = sighup.recv() => tracing::warn!(
+                signal = "SIGHUP",
+                "ignored: revokd does not reload its config; restart it to apply a change (systemctl restart revokd: state and cache are kept)"
+            ),
+            fault = &mut watching => break Some(fault),
+        }
     };
     // Whole seconds: a fault is minutes long, and its nanoseconds are noise.
     let seconds = |d: Duration| humantime::format_duration(Duration::from_secs(d.as_secs()));

@@ -371,7 +371,7 @@ impl NotifySocket {
 }
 
 #[test]
-fn daemon_notifies_systemd_feeds_its_watchdog_runs_on_schedule_and_stops_cleanly_on_sigterm() {
+fn daemon_notifies_systemd_feeds_its_watchdog_runs_on_schedule_survives_sighup_and_stops_cleanly_on_sigterm() {
     let work = Workdir::new();
     local_config(&work, "[schedule]\ncron = \"*/2 * * * * *\"\nlookback = \"1h\"\n");
     write_hour(&work.path("logs"), &two_leaks());
@@ -389,6 +389,10 @@ fn daemon_notifies_systemd_feeds_its_watchdog_runs_on_schedule_and_stops_cleanly
     assert!(notify.wait_for("READY=1", Duration::from_secs(20), &mut seen), "no READY: {seen:?}");
     assert!(notify.wait_for("STATUS=last run", Duration::from_secs(20), &mut seen), "no run status: {seen:?}");
     assert!(notify.wait_for("WATCHDOG=1", Duration::from_secs(20), &mut seen), "watchdog not fed: {seen:?}");
+    // A habitual `kill -HUP` to reload must not end it: systemd would not restart it.
+    std::process::Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
+    assert!(notify.wait_for("STATUS=last run", Duration::from_secs(20), &mut seen), "no run after SIGHUP: {seen:?}");
+    assert!(child.try_wait().unwrap().is_none(), "SIGHUP ended the daemon");
     std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(notify.wait_for("STOPPING=1", Duration::from_secs(20), &mut seen), "no STOPPING: {seen:?}");
     let status = child.wait().unwrap();
@@ -403,6 +407,7 @@ fn daemon_notifies_systemd_feeds_its_watchdog_runs_on_schedule_and_stops_cleanly
         }
     }
     assert!(logs.contains("\"stopped\""), "{logs}");
+    assert!(logs.contains("\"SIGHUP\"") && logs.contains("does not reload its config"), "{logs}");
 }
 
 #[test]
