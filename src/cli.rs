@@ -425,8 +425,14 @@ fn write_table(out: &mut impl Write, entries: &[Revocation], now: DateTime<Utc>)
             time(e.first_seen),
             time(e.last_updated),
             expires,
-            e.reason
+            on_one_line(&e.reason)
         )?;
     }
     Ok(())
+}
+
+/// A free-text field for a table row: control characters (a newline, a terminal escape in a
+/// reason another tool wrote to the table) would break the row or the terminal.
+fn on_one_line(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }

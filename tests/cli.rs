@@ -220,6 +220,11 @@ fn manual_revoke_and_unrevoke_update_the_list_and_the_rules_at_once() {
     let bad = work.revokd(&["revoke", "abc.def", "--config", "revokd.toml"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("abc.def"));
+    // One row per entry in the table, whatever a reason holds.
+    work.ok(&["revoke", "xyz_1", "--reason", "two\nlines \x1b[31mred", "--config", "revokd.toml"]);
+    let table = String::from_utf8(work.revokd(&["sessions", "list", "--config", "revokd.toml"]).stdout).unwrap();
+    assert_eq!(table.lines().count(), 2, "a header and xyz_1: {table}");
+    assert!(table.contains("two lines  [31mred") && !table.contains('\x1b'), "{table}");
     let expired_at_once = work.revokd(&["revoke", "abc", "--ttl", "0s", "--config", "revokd.toml"]);
     assert_eq!(expired_at_once.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&expired_at_once.stderr).contains("0s would expire as it is made"));
