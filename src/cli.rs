@@ -385,7 +385,7 @@ fn write_explanation(out: &mut impl Write, e: &crate::run::Explanation) -> std::
             time(r.first_seen),
             time(r.last_updated),
             time(r.expires_at),
-            r.reason
+            on_one_line(&r.reason)
         ),
         None => writeln!(out, "\nrevocation list: no entry"),
     }
