@@ -169,6 +169,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { now, dry_run, observe, report } => {
+            // Before the run, not after its writes: a report that cannot be written would fail
+            // a run that has already revoked.
+            if let Some(folder) = report.as_deref().and_then(Path::parent).filter(|f| !f.as_os_str().is_empty() && !f.is_dir()) {
+                return Err(Failure(format!("--report: {} is not a directory", folder.display()), 2));
+            }
             let mut rt = Runtime::open(config).await?;
             // A bar in a terminal; never under systemd or with JSON logs.
             rt.source.show_progress(crate::telemetry::interactive(cli.log_format));

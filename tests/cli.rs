@@ -276,6 +276,15 @@ fn root_is_refused_in_a_state_directory_the_service_user_owns_and_nothing_is_wri
 }
 
 #[test]
+fn a_report_that_cannot_be_written_is_refused_before_the_run_writes_anything() {
+    let work = two_leaks_workdir();
+    let out = work.revokd(&["run", "--config", "revokd.toml", "--now", &rfc3339(T0 + 600), "--report", "missing/report.json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--report: missing is not a directory"));
+    assert!(rule_file(&work.path("state/rule-group.json")).is_empty(), "nothing revoked");
+}
+
+#[test]
 fn an_unreadable_rule_group_file_fails_the_run_and_is_left_as_it_was() {
     let work = two_leaks_workdir();
     let garbage = "{ this is someone's edit";
