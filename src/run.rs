@@ -505,7 +505,17 @@ fn log_flagged(f: &FlaggedSession, run_id: &str) {
 
 pub(crate) fn log_enforcement(group: &dyn RuleGroup, outcome: &EnforceOutcome, writes: bool) {
     if !outcome.did_not_fit.is_empty() {
-        tracing::warn!(group = %group.describe(), did_not_fit = outcome.did_not_fit.len(), rules = outcome.rules, "revoked sessions left out of the rule group: capacity reached (the lowest-scored AUTO entries first, then the newest MANUAL ones)");
+        // Which ones, for the operator to act on; the first few, as thousands may not fit.
+        const NAMED: usize = 20;
+        let left_out = outcome.did_not_fit.iter().take(NAMED).map(String::as_str).collect::<Vec<_>>().join(", ");
+        let more = outcome.did_not_fit.len().saturating_sub(NAMED);
+        tracing::warn!(
+            group = %group.describe(),
+            did_not_fit = outcome.did_not_fit.len(),
+            rules = outcome.rules,
+            left_out = %if more > 0 { format!("{left_out} (+{more} more)") } else { left_out },
+            "revoked sessions left out of the rule group: capacity reached (the lowest-scored AUTO entries first, then the newest MANUAL ones)"
+        );
     }
     if outcome.changed && !writes {
         tracing::info!(group = %group.describe(), would_add = outcome.added.len(), would_remove = outcome.removed.len(), "rule group not written (observe mode or dry run)");

@@ -242,6 +242,7 @@ fn a_manual_revocation_the_full_rule_group_cannot_hold_is_recorded_named_and_fai
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("1 of the 1 sessions are in the revocation list but not blocked") && stderr.contains(": aaa"), "{stderr}");
+    assert!(stderr.contains("left_out=aaa"), "the capacity warning names it too: {stderr}");
     let rules = rule_file(&work.path("state/rule-group.json"));
     assert_eq!(rules.iter().map(|r| r.2.as_str()).collect::<Vec<_>>(), vec!["/old1.", "/old2."], "the earlier revocations stay blocked");
     let list = work.revokd(&["sessions", "list", "--json", "--config", "revokd.toml"]);
