@@ -96,13 +96,7 @@ impl WafRuleGroup {
         }
     }
 
-    fn err(&self, operation: &'static str, mut message: String) -> EnforceError {
-        // The usual cause on a new install: say what to check.
-        if message.starts_with("WAFNonexistentItemException") {
-            message.push_str(
-                " (no rule group with this name, id and scope: check `enforcer.wafv2`; a CLOUDFRONT group is created in us-east-1, see README \"AWS setup\")",
-            );
-        }
+    fn err(&self, operation: &'static str, message: String) -> EnforceError {
         EnforceError::Waf { group: self.describe(), operation, message }
     }
 }
@@ -126,7 +120,16 @@ impl RuleGroup for WafRuleGroup {
             .id(&self.id)
             .send()
             .await
-            .map_err(|e| self.err("GetRuleGroup", describe(&e)))?;
+            .map_err(|e| {
+                let mut message = describe(&e);
+                // What a new install meets first: say what to check.
+                if e.code() == Some("WAFNonexistentItemException") {
+                    message.push_str(
+                        " (no rule group with this name, id and scope: check `enforcer.wafv2`; a CLOUDFRONT group is created in us-east-1, see README \"AWS setup\")",
+                    );
+                }
+                self.err("GetRuleGroup", message)
+            })?;
         let group = out.rule_group.ok_or_else(|| self.err("GetRuleGroup", "response has no RuleGroup".into()))?;
         let lock_token = out.lock_token.ok_or_else(|| self.err("GetRuleGroup", "response has no LockToken".into()))?;
         let rules = group.rules().iter().map(observe).collect();

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
     PutRequest, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem,
@@ -146,14 +147,24 @@ impl DynamoStore {
         StoreError::Unprocessed { table: self.table.clone(), operation, left: e.left, attempts: e.attempts }
     }
 
-    fn err(&self, operation: &'static str, mut message: String) -> StoreError {
-        // The usual cause on a new install: say what fixes it.
-        if message.starts_with("ResourceNotFoundException") {
+    fn err(&self, operation: &'static str, message: String) -> StoreError {
+        StoreError::Dynamo { table: self.table.clone(), operation, message }
+    }
+
+    /// A failed call, as the service answered it; a missing table, what a new install meets
+    /// first, says what fixes it.
+    fn call_err<E, R>(&self, operation: &'static str, e: &SdkError<E, R>) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        let mut message = describe(e);
+        if error_code(e) == Some("ResourceNotFoundException") {
             message.push_str(
                 " (no such table in this region and account: check `store.dynamodb.table` and `.region`; `revokd migrate` creates it)",
             );
         }
-        StoreError::Dynamo { table: self.table.clone(), operation, message }
+        self.err(operation, message)
     }
 
     fn item_of(&self, r: &Revocation) -> HashMap<String, AttributeValue> {
@@ -308,7 +319,7 @@ impl DynamoStore {
                 left = match self.client.batch_write_item().request_items(&self.table, left.clone()).send().await {
                     Ok(out) => out.unprocessed_items.unwrap_or_default().remove(&self.table).unwrap_or_default(),
                     Err(e) if throttled(error_code(&e)) => left,
-                    Err(e) => return Err(self.err("BatchWriteItem", describe(&e))),
+                    Err(e) => return Err(self.call_err("BatchWriteItem", &e)),
                 };
                 if !attempts.again(left.len()).await.map_err(|e| self.left_over("BatchWriteItem", e))? {
                     break;
@@ -325,7 +336,7 @@ impl DynamoStore {
             .table_name(&self.table)
             .send()
             .await
-            .map_err(|e| self.err("DescribeTimeToLive", describe(&e)))?;
+            .map_err(|e| self.call_err("DescribeTimeToLive", &e))?;
         let enabled = ttl.time_to_live_description().is_some_and(|d| {
             matches!(d.time_to_live_status(), Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling))
                 && d.attribute_name() == Some(attribute)
@@ -339,7 +350,7 @@ impl DynamoStore {
                 )
                 .send()
                 .await
-                .map_err(|e| self.err("UpdateTimeToLive", describe(&e)))?;
+                .map_err(|e| self.call_err("UpdateTimeToLive", &e))?;
         }
         Ok(())
     }
@@ -356,7 +367,7 @@ impl RevocationStore for DynamoStore {
         let exists = match self.client.describe_table().table_name(&self.table).send().await {
             Ok(_) => true,
             Err(e) if error_code(&e) == Some("ResourceNotFoundException") => false,
-            Err(e) => return Err(self.err("DescribeTable", describe(&e))),
+            Err(e) => return Err(self.call_err("DescribeTable", &e)),
         };
         if !exists {
             let attributes = spec
@@ -398,7 +409,7 @@ impl RevocationStore for DynamoStore {
                 Ok(_) => {}
                 // Another migrate won the race: the table exists, which is what we want.
                 Err(e) if error_code(&e) == Some("ResourceInUseException") => {}
-                Err(e) => return Err(self.err("CreateTable", describe(&e))),
+                Err(e) => return Err(self.call_err("CreateTable", &e)),
             }
             self.wait_active().await?;
         }
@@ -445,7 +456,7 @@ impl RevocationStore for DynamoStore {
                     tracing::debug!(table = %self.table, items = pending.len(), error = %describe(&err), "revocation writes failed as a whole; retrying");
                     pending
                 } else {
-                    return Err(self.err("TransactWriteItems", describe(&err)));
+                    return Err(self.call_err("TransactWriteItems", &err));
                 };
                 if !attempts.again(pending.len()).await.map_err(|e| self.left_over("TransactWriteItems", e))? {
                     break;
@@ -463,7 +474,7 @@ impl RevocationStore for DynamoStore {
         let mut pages = self.client.scan().table_name(&self.table).consistent_read(true).into_paginator().send();
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.err("Scan", describe(&e)))?;
+            let page = page.map_err(|e| self.call_err("Scan", &e))?;
             for item in page.items() {
                 out.push(self.parse_item(item)?);
             }
@@ -489,7 +500,7 @@ impl RevocationStore for DynamoStore {
             .send();
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.err("Query", describe(&e)))?;
+            let page = page.map_err(|e| self.call_err("Query", &e))?;
             for item in page.items() {
                 let r = self.parse_item(item)?;
                 // GSIs are eventually consistent: recheck kind and expiry on the item itself.
@@ -511,7 +522,7 @@ impl RevocationStore for DynamoStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| self.err("GetItem", describe(&e)))?;
+            .map_err(|e| self.call_err("GetItem", &e))?;
         out.item().map(|i| self.parse_item(i)).transpose()
     }
 }
@@ -519,8 +530,7 @@ impl RevocationStore for DynamoStore {
 impl DynamoStore {
     async fn wait_active(&self) -> Result<(), StoreError> {
         for _ in 0..120 {
-            let d =
-                self.client.describe_table().table_name(&self.table).send().await.map_err(|e| self.err("DescribeTable", describe(&e)))?;
+            let d = self.client.describe_table().table_name(&self.table).send().await.map_err(|e| self.call_err("DescribeTable", &e))?;
             let status = d.table().and_then(|t| t.table_status()).map(|s| s.as_str().to_string());
             if status.as_deref() == Some("ACTIVE") {
                 return Ok(());
