@@ -126,3 +126,41 @@ async fn embedded_store_survives_reopening_and_reports_no_second_migration() {
     assert!(!store.migrate().await.unwrap());
     assert_eq!(store.active(t(1)).await.unwrap().len(), 1);
 }
+
+/// Another process writing the embedded store (the daemon's run, an operator's command in
+/// another terminal) holds SQLite's write lock for a moment. Opening the store, recording a
+/// run's detections and an operator's write all wait for it, where each failed at once with
+/// "database is locked" when the other writer committed while they waited.
+#[tokio::test]
+async fn embedded_store_waits_for_another_processs_write_instead_of_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("revocations.sqlite");
+    drop(EmbeddedStore::open(&path).unwrap());
+    for (i, attempt) in ["operator write", "detections"].into_iter().enumerate() {
+        let (locked, wait_for_lock) = std::sync::mpsc::channel();
+        let other_path = path.clone();
+        let other_id = format!("other-{i}");
+        let other_writer = std::thread::spawn(move || {
+            let conn = rusqlite::Connection::open(&other_path).unwrap();
+            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+            conn.execute(
+                "INSERT INTO revocations (session_id, type, reason, first_seen, last_updated, expires_at) VALUES (?1, 'MANUAL', 'other', 0, 0, ?2)",
+                rusqlite::params![other_id, T0 + 3600],
+            )
+            .unwrap();
+            locked.send(()).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            conn.execute_batch("COMMIT").unwrap();
+        });
+        wait_for_lock.recv().unwrap();
+        let store = EmbeddedStore::open(&path).expect("opening waits for the other writer");
+        if attempt == "detections" {
+            store.record(DetectedKind::Auto, &[detection("detected", 5.0)], t(0), t(3600), "run-1").await.expect("recording waits");
+        } else {
+            store.put_manual(&[operator("mine", EntryKind::Manual, t(0), Duration::hours(1))]).await.expect("an operator write waits");
+        }
+        other_writer.join().unwrap();
+    }
+    let ids: Vec<String> = EmbeddedStore::open(&path).unwrap().list_all().await.unwrap().into_iter().map(|r| r.session_id).collect();
+    assert_eq!(ids, ["detected", "mine", "other-0", "other-1"]);
+}

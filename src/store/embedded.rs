@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{DetectedKind, Detection, EntryKind, RecordOutcome, Revocation, RevocationStore, StoreError, epoch, from_epoch};
 use crate::session::SessionId;
@@ -24,6 +24,9 @@ pub struct EmbeddedStore {
     migrated_on_open: bool,
 }
 
+/// How long a write waits for another process's transaction before it fails.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 const COLUMNS: &str = "session_id, type, reason, score, signals, first_seen, last_updated, expires_at, run_id";
 
 impl EmbeddedStore {
@@ -33,10 +36,11 @@ impl EmbeddedStore {
             std::fs::create_dir_all(dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
         }
         let conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
-        // WAL lets `revokd sessions list` read while the daemon writes; the busy timeout lets
-        // a CLI write wait for a run's transaction instead of failing.
+        // The busy timeout lets a CLI command wait for a run's transaction (or a run for a
+        // command's) instead of failing: set first, since switching to WAL takes a lock too.
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| err(e.to_string()))?;
+        // WAL lets `revokd sessions list` read while the daemon writes.
         conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| err(e.to_string()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| err(e.to_string()))?;
         let mut store = EmbeddedStore { path: path.to_path_buf(), conn: Arc::new(Mutex::new(conn)), migrated_on_open: false };
         store.migrated_on_open = store.apply_migrations()?;
         Ok(store)
@@ -48,11 +52,24 @@ impl EmbeddedStore {
 
     fn apply_migrations(&self) -> Result<bool, StoreError> {
         let mut conn = self.conn.lock().expect("store lock");
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
-        let applied: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(|e| self.err(e))?;
-        let applied = usize::try_from(applied).unwrap_or(usize::MAX);
-        if applied > MIGRATIONS.len() {
-            return Err(self.err(format!("schema version {applied} is newer than this revokd knows ({})", MIGRATIONS.len())));
+        let version = |conn: &Connection| -> Result<usize, StoreError> {
+            let applied: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(|e| self.err(e))?;
+            let applied = usize::try_from(applied).unwrap_or(usize::MAX);
+            if applied > MIGRATIONS.len() {
+                return Err(self.err(format!("schema version {applied} is newer than this revokd knows ({})", MIGRATIONS.len())));
+            }
+            Ok(applied)
+        };
+        // Most opens find the schema current: read only, so that commands opening the store
+        // at once do not queue for its write lock.
+        if version(&conn)? == MIGRATIONS.len() {
+            return Ok(false);
+        }
+        let tx = write_transaction(&mut conn).map_err(|e| self.err(e))?;
+        // Again under the write lock: another process may have migrated meanwhile.
+        let applied = version(&tx)?;
+        if applied == MIGRATIONS.len() {
+            return Ok(false);
         }
         for sql in &MIGRATIONS[applied..] {
             tx.execute_batch(sql).map_err(|e| self.err(e))?;
@@ -101,6 +118,15 @@ impl EmbeddedStore {
     }
 }
 
+/// Begins a transaction that writes. Immediate: it takes the write lock (waiting up to the
+/// busy timeout) before its first statement. A deferred one that read before it wrote would
+/// have to upgrade its read snapshot, and SQLite fails that at once, without waiting, when
+/// another process has written since the snapshot was taken; immediate keeps every write
+/// safe from that, whatever order its statements come in.
+fn write_transaction(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+}
+
 #[async_trait]
 impl RevocationStore for EmbeddedStore {
     fn describe(&self) -> String {
@@ -144,7 +170,7 @@ impl RevocationStore for EmbeddedStore {
         let (now_s, exp_s, run_id) = (epoch(now), epoch(expires_at), run_id.to_string());
         let kind = EntryKind::from(kind).as_str();
         self.with_conn(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = write_transaction(conn)?;
             let mut outcome = RecordOutcome::default();
             {
                 let mut upsert = tx.prepare_cached(&sql)?;
@@ -174,7 +200,7 @@ impl RevocationStore for EmbeddedStore {
     async fn put_manual(&self, entries: &[Revocation]) -> Result<(), StoreError> {
         let entries = entries.to_vec();
         self.with_conn(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = write_transaction(conn)?;
             {
                 let mut put = tx.prepare_cached(&format!(
                     "INSERT OR REPLACE INTO revocations ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
