@@ -328,8 +328,7 @@ async fn operator_write(
         tracing::info!("rule group left as it is (--no-enforce): the next run reconciles it");
     } else {
         let rules = crate::enforcer::open(&config).await;
-        let active = store.active(now).await?;
-        let outcome = crate::enforcer::reconcile(rules.as_ref(), &active, config.enforcer.max_update_attempts(), false).await?;
+        let outcome = crate::enforcer::reconcile(rules.as_ref(), store.as_ref(), now, config.enforcer.max_update_attempts(), false).await?;
         tracing::info!(group = %rules.describe(), added = outcome.added.len(), removed = outcome.removed.len(), rules = outcome.rules, updated = outcome.updated, "rule group reconciled");
         crate::run::log_enforcement(rules.as_ref(), &outcome, true);
         // Recorded but not blocked is not what the operator asked for: say which, and fail.

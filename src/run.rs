@@ -369,15 +369,14 @@ async fn run_stages(
     for f in &report.flagged {
         log_flagged(f, &report.run_id);
     }
-    let active_after = if writes { rt.store.active(now).await? } else { active_before };
-    report.counters.active_revocations = active_after.len() as u64;
     report.stages.store_ms = ms(t);
 
     let t = Instant::now();
-    let outcome = enforcer::reconcile(rt.rules.as_ref(), &active_after, rt.config.enforcer.max_update_attempts(), !writes).await?;
+    let outcome = enforcer::reconcile(rt.rules.as_ref(), rt.store.as_ref(), now, rt.config.enforcer.max_update_attempts(), !writes).await?;
     report.stages.enforce_ms = ms(t);
     log_enforcement(rt.rules.as_ref(), &outcome, writes);
     let c = &mut report.counters;
+    c.active_revocations = outcome.active as u64;
     c.rules_added = outcome.added.len() as u64;
     c.rules_removed = outcome.removed.len() as u64;
     c.rules_total = outcome.rules as u64;

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 
 use crate::retry::Backoff;
 use crate::session::SessionId;
-use crate::store::{EntryKind, Revocation};
+use crate::store::{EntryKind, Revocation, RevocationStore, StoreError};
 
 /// AWS's limit on a rule group's capacity.
 pub const MAX_RULE_GROUP_CAPACITY: u32 = 5000;
@@ -39,6 +39,8 @@ pub enum EnforceError {
     Waf { group: String, operation: &'static str, message: String },
     #[error("rule group {group}: still changed by someone else after {attempts} attempts (optimistic lock)")]
     LockContention { group: String, attempts: u32 },
+    #[error("reading the revocations to enforce: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// One revokd rule: block requests whose URI path starts with `/<session_id>.`.
@@ -211,12 +213,16 @@ pub struct EnforceOutcome {
     /// Whether the list differs from what is in the group.
     pub changed: bool,
     pub attempts: u32,
+    /// Revocations in force when the rules were planned.
+    pub active: usize,
 }
 
-/// Brings the group in line with `active`, retrying on optimistic-lock conflicts.
+/// Brings the group in line with the revocations `store` holds in force at `now`, retrying
+/// on optimistic-lock conflicts.
 pub async fn reconcile(
     group: &dyn RuleGroup,
-    active: &[Revocation],
+    store: &dyn RevocationStore,
+    now: chrono::DateTime<chrono::Utc>,
     max_attempts: u32,
     dry_run: bool,
 ) -> Result<EnforceOutcome, EnforceError> {
@@ -226,8 +232,14 @@ pub async fn reconcile(
     loop {
         attempt += 1;
         let snapshot = group.fetch().await?;
-        let (outcome, plan) = compare(&snapshot, group.reserved_capacity(), active);
-        let outcome = EnforceOutcome { attempts: attempt, ..outcome };
+        // The list is read after the group, never before: another writer (an operator's
+        // `revoke`, a second host's daemon) records its entries before it updates the group,
+        // so an update that came before this fetch has its entries in this read, and one
+        // that comes after it makes our write fail on the lock and start over. Read first,
+        // a plan could miss an entry whose rule the group already holds, and remove it.
+        let active = store.active(now).await?;
+        let (outcome, plan) = compare(&snapshot, group.reserved_capacity(), &active);
+        let outcome = EnforceOutcome { attempts: attempt, active: active.len(), ..outcome };
         if !outcome.changed || dry_run {
             return Ok(outcome);
         }
@@ -283,6 +295,7 @@ pub fn compare(snapshot: &Snapshot, reserved: u32, active: &[Revocation]) -> (En
         updated: false,
         changed: !unchanged,
         attempts: 0,
+        active: 0,
     };
     (outcome, plan)
 }
