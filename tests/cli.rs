@@ -251,6 +251,31 @@ fn a_manual_revocation_the_full_rule_group_cannot_hold_is_recorded_named_and_fai
     assert!(ids.contains(&"aaa") && ids.len() == 3, "recorded all the same: {ids:?}");
 }
 
+/// Operators revoking from several terminals at once, every command reconciling the same
+/// rule-group file: each command succeeds and every session ends up blocked. Before, some
+/// failed on the embedded store's lock ("database is locked"), and now and then one exited 0
+/// with its session missing from the file, another command's stale list renamed over it
+/// (that race is rarer than these rounds; `enforcer_waf` and the file backend's unit test
+/// pin its two causes down one by one).
+#[test]
+fn revoke_commands_run_at_once_all_succeed_and_every_session_ends_up_blocked() {
+    let work = Workdir::new();
+    local_config(&work, "");
+    work.ok(&["migrate", "--config", "revokd.toml"]);
+    let ids: Vec<String> = (0..8).flat_map(|round| (0..3).map(move |n| format!("s{round}-{n}"))).collect();
+    for at_once in ids.chunks(3) {
+        std::thread::scope(|scope| {
+            for id in at_once {
+                let work = &work;
+                scope.spawn(move || work.ok(&["revoke", id, "--config", "revokd.toml"]));
+            }
+        });
+    }
+    let blocked: std::collections::BTreeSet<String> = rule_file(&work.path("state/rule-group.json")).into_iter().map(|r| r.2).collect();
+    let revoked: std::collections::BTreeSet<String> = ids.iter().map(|id| format!("/{id}.")).collect();
+    assert_eq!(blocked, revoked);
+}
+
 #[test]
 fn root_is_refused_in_a_state_directory_the_service_user_owns_and_nothing_is_written() {
     // SAFETY: geteuid has no preconditions.

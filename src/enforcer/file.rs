@@ -2,7 +2,10 @@
 //! what would be sent to WAF. For running without AWS, for review before switching to WAF, and
 //! for pushing rules by other means. The file is replaced atomically; an edit made between
 //! fetch and write is detected like WAF's lock token and the reconciliation starts over.
+//! revokd processes sharing the file (the daemon, an operator's `revoke`) take turns to
+//! compare and write, under an exclusive lock on `<file>.lock`.
 
+use std::fs::File;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
@@ -28,6 +31,24 @@ impl FileRuleGroup {
 
     fn err(&self, message: String) -> EnforceError {
         EnforceError::File { path: self.path.display().to_string(), message }
+    }
+
+    /// Waits for the other revokd processes using this file to finish their write.
+    async fn take_turn(&self) -> Result<File, EnforceError> {
+        let mut lock_path = self.path.clone().into_os_string();
+        lock_path.push(".lock");
+        let lock_path = PathBuf::from(lock_path);
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| self.err(format!("creating {}: {e}", dir.display())))?;
+        }
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| self.err(format!("cannot open {}: {e}", lock_path.display())))?;
+        let locked = tokio::task::spawn_blocking(move || file.lock().map(|()| file)).await.expect("lock task does not panic");
+        locked.map_err(|e| self.err(format!("cannot lock {}: {e}", lock_path.display())))
     }
 
     fn read(&self) -> Result<Option<Vec<u8>>, EnforceError> {
@@ -93,6 +114,9 @@ impl RuleGroup for FileRuleGroup {
 
     async fn replace(&self, snapshot: &Snapshot, owned: &[BlockRule]) -> Result<(), ReplaceError> {
         let state = snapshot.state.downcast_ref::<FileState>().expect("snapshot from this backend");
+        // Held until the new file is in place: another revokd process comparing in between
+        // would find the old content and write over ours.
+        let _turn = self.take_turn().await.map_err(ReplaceError::Failed)?;
         if self.read().map_err(ReplaceError::Failed)? != state.content {
             return Err(ReplaceError::StaleLock);
         }
@@ -101,9 +125,6 @@ impl RuleGroup for FileRuleGroup {
         list.sort_by_key(|v| v.get("Priority").and_then(Value::as_i64).unwrap_or(i64::MAX));
         let mut text = serde_json::to_vec_pretty(&list).expect("rules serialise");
         text.push(b'\n');
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| ReplaceError::Failed(self.err(format!("creating {}: {e}", dir.display()))))?;
-        }
         let tmp = self.path.with_extension("json.tmp");
         std::fs::write(&tmp, &text)
             .and_then(|_| std::fs::rename(&tmp, &self.path))
@@ -114,6 +135,29 @@ impl RuleGroup for FileRuleGroup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Another revokd process (the daemon, an operator's `revoke`) is between its comparison
+    /// and its rename: our write waits for it to finish, then finds the file changed and
+    /// starts over instead of renaming a stale list over the other's.
+    #[tokio::test]
+    async fn a_write_waits_for_another_process_writing_and_then_sees_its_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rule-group.json");
+        let group = FileRuleGroup::new(path.clone(), 100);
+        let snapshot = group.fetch().await.unwrap();
+        let other = File::options().create(true).truncate(false).write(true).open(dir.path().join("rule-group.json.lock")).unwrap();
+        other.lock().unwrap();
+        let ours = tokio::spawn(async move {
+            let rule = BlockRule { name: "revokd-ours".into(), priority: 0, session_id: "ours".into() };
+            group.replace(&snapshot, &[rule]).await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let theirs = BlockRule { name: "revokd-theirs".into(), priority: 0, session_id: "theirs".into() };
+        std::fs::write(&path, serde_json::to_vec(&[theirs.to_waf_json()]).unwrap()).unwrap();
+        drop(other);
+        assert!(matches!(ours.await.unwrap(), Err(ReplaceError::StaleLock)), "ours must not overwrite theirs");
+        assert!(String::from_utf8(std::fs::read(&path).unwrap()).unwrap().contains("/theirs."));
+    }
 
     #[test]
     fn our_rule_round_trips_and_an_edited_one_is_drift() {
