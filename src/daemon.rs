@@ -298,12 +298,10 @@ impl Coverage {
 
     fn save(&self) {
         let (Some(file), Some(until)) = (&self.file, self.analysed_until) else { return };
-        // Written aside and renamed: the record is always whole.
-        let aside = file.with_extension("tmp");
-        let written = file.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
-            std::fs::write(&aside, until.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))?;
-            std::fs::rename(&aside, file)
-        });
+        let written = file
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| crate::atomic_file::replace(file, until.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true).as_bytes()));
         if let Err(e) = written {
             tracing::warn!(file = %file.display(), error = %e, "cannot record what this run analysed");
         }

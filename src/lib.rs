@@ -7,6 +7,7 @@
 //! runs, [`cli`] is the command line.
 
 pub mod analysis;
+pub mod atomic_file;
 pub mod aws;
 pub mod cli;
 pub mod config;

@@ -125,10 +125,7 @@ impl RuleGroup for FileRuleGroup {
         list.sort_by_key(|v| v.get("Priority").and_then(Value::as_i64).unwrap_or(i64::MAX));
         let mut text = serde_json::to_vec_pretty(&list).expect("rules serialise");
         text.push(b'\n');
-        let tmp = self.path.with_extension("json.tmp");
-        std::fs::write(&tmp, &text)
-            .and_then(|_| std::fs::rename(&tmp, &self.path))
-            .map_err(|e| ReplaceError::Failed(self.err(format!("cannot write: {e}"))))
+        crate::atomic_file::replace(&self.path, &text).map_err(|e| ReplaceError::Failed(self.err(format!("cannot write: {e}"))))
     }
 }
 

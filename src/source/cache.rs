@@ -97,10 +97,8 @@ impl ParseCache {
         let object = meta.location.to_string();
         tokio::task::spawn_blocking(move || {
             let result = std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display())).and_then(|()| {
-                // Written aside and renamed: a file under its final name is always whole.
-                let tmp = path.with_extension("parquet.tmp");
-                write_cached(&tmp, &batches, &stats)?;
-                std::fs::rename(&tmp, &path).map_err(|e| format!("renaming into {}: {e}", path.display()))
+                crate::atomic_file::replace_with(&path, |tmp| write_cached(tmp, &batches, &stats).map_err(std::io::Error::other))
+                    .map_err(|e| format!("{}: {e}", path.display()))
             });
             if let Err(message) = result {
                 tracing::warn!(object, error = %message, "could not write parse cache");
