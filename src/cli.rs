@@ -318,9 +318,20 @@ async fn operator_write(
     // The list and the rule group only: an operator revoking in an incident must not need
     // the logs to be reachable (a log mount that is down, a bucket without access).
     let store = crate::store::open(&config).await?;
-    store.put_manual(&entries).await?;
+    let mut replaced = Vec::new();
     for id in &ids {
-        tracing::info!(session_id = %id, kind = %kind, expires_at = %expires_at, reason = %reason, "revocation list updated by operator");
+        replaced.push(store.get(id).await?.filter(|entry| entry.expires_at > now).map(|entry| entry.kind));
+    }
+    store.put_manual(&entries).await?;
+    for (id, replaced) in ids.iter().zip(replaced) {
+        let was = replaced.map_or("nothing", EntryKind::as_str);
+        tracing::info!(session_id = %id, kind = %kind, was, expires_at = %expires_at, reason = %reason, "revocation list updated by operator");
+        // A mistyped id lifts nothing, and an operator who read only "updated" would think
+        // the viewer unblocked.
+        let lifts = matches!(replaced, Some(EntryKind::Manual | EntryKind::Auto | EntryKind::Held));
+        if kind == EntryKind::Unrevoked && !lifts {
+            tracing::warn!(session_id = %id, was, "this session had no revocation in force to lift (check the id); its cool-down is recorded all the same");
+        }
     }
     if config.mode == crate::config::Mode::Observe {
         tracing::warn!("rule group left as it is: mode = observe; the first run in enforce mode blocks what the list holds");

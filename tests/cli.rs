@@ -209,13 +209,17 @@ fn manual_revoke_and_unrevoke_update_the_list_and_the_rules_at_once() {
     let expires = chrono::DateTime::parse_from_rfc3339(entries[0]["expires_at"].as_str().unwrap()).unwrap();
     assert_eq!((expires - first_seen).num_seconds(), 7200);
 
-    work.ok(&["unrevoke", "abc", "--config", "revokd.toml"]);
+    let lifted = work.ok(&["unrevoke", "abc", "--config", "revokd.toml"]);
+    assert!(lifted.contains("was=\"MANUAL\"") && !lifted.contains("no revocation in force"), "{lifted}");
+    let mistyped = work.ok(&["unrevoke", "abd", "--config", "revokd.toml"]);
+    assert!(mistyped.contains("session_id=abd was=\"nothing\"") && mistyped.contains("no revocation in force to lift"), "{mistyped}");
     let rules = rule_file(&work.path("state/rule-group.json"));
     assert_eq!(rules.iter().map(|r| r.2.as_str()).collect::<Vec<_>>(), vec!["/xyz_1."]);
     let all = work.revokd(&["sessions", "list", "--all", "--json", "--config", "revokd.toml"]);
     let all: serde_json::Value = serde_json::from_slice(&all.stdout).unwrap();
     assert_eq!(all[0]["session_id"], "abc");
     assert_eq!(all[0]["kind"], "UNREVOKED");
+    assert_eq!(all[1]["session_id"], "abd", "recorded all the same: an operator may lift what is not yet revoked");
 
     let bad = work.revokd(&["revoke", "abc.def", "--config", "revokd.toml"]);
     assert_eq!(bad.status.code(), Some(2));
