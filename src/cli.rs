@@ -57,6 +57,8 @@ pub enum Command {
     /// Revoke sessions manually. Manual entries rank first and detection never overwrites them.
     Revoke {
         #[arg(required = true)]
+        /// Session ids: the text before the first `.` of the token in the media URL's first
+        /// path segment ([A-Za-z0-9_-], at most 128 characters).
         session_ids: Vec<String>,
         /// How long the revocation lasts (default: revocation.manual_ttl).
         #[arg(long, value_parser = parse_ttl)]
@@ -71,6 +73,8 @@ pub enum Command {
     /// Lift revocations. Detection leaves these sessions alone for revocation.unrevoke_cooldown.
     Unrevoke {
         #[arg(required = true)]
+        /// Session ids: the text before the first `.` of the token in the media URL's first
+        /// path segment ([A-Za-z0-9_-], at most 128 characters).
         session_ids: Vec<String>,
         /// Why (kept with the entry).
         #[arg(long, default_value = "unrevoked by operator")]
@@ -86,6 +90,7 @@ pub enum Command {
     /// Explain the decision about one session: each signal's value, threshold and
     /// contribution, over the window ending at --now. Reads only.
     Explain {
+        /// The session id, as in `sessions list` or a run's report.
         session_id: String,
         /// The end of the window to analyse (RFC 3339; default: now).
         #[arg(long, value_parser = parse_time)]
