@@ -44,7 +44,7 @@ pub struct Runtime {
 
 impl Runtime {
     pub async fn open(config: Config) -> Result<Runtime, RunError> {
-        let source = LogSource::from_config(&config.logs, &config.state_dir)?;
+        let source = LogSource::from_config(&config.logs, &config.state_dir).await?;
         let analyzer = Analyzer::new(config.detection.query.clone(), config.detection.params.clone());
         let store = crate::store::open(&config).await?;
         let rules = enforcer::open(&config).await;

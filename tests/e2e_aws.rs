@@ -233,6 +233,44 @@ async fn realistic_gzip_logs_in_s3_end_in_table_and_rule_group_consistently() {
     assert_eq!(ruled, expected);
 }
 
+/// An operator whose AWS credentials are in a shared profile (or SSO, or a
+/// `credential_process`), not in the environment: the S3 logs are read with them, as the
+/// table and the rule group are. object_store's own lookup knew only the environment and the
+/// instance role, and the run failed on the instance metadata service.
+#[tokio::test]
+async fn credentials_from_a_shared_profile_sign_s3_as_well_as_dynamodb_and_waf() {
+    let emu = emulator();
+    let prefix = unique("cf");
+    let lines = two_leaks();
+    emu.upload(&format!("{prefix}/E2EXAMPLE.2026-11-20-10.profile.gz"), gzip(&log_text(&lines))).await;
+    let work = Workdir::new();
+    let (table, group) = (unique("revocations"), unique("revokd"));
+    let group_id = emu.rule_group(&group, 1000).await;
+    work.write("revokd.toml", &emu.config(&prefix, &table, &group, &group_id, ""));
+    let credentials = work.write("aws/credentials", "[logs-reader]\naws_access_key_id = testing\naws_secret_access_key = testing\n");
+    let profiles = work.write("aws/config", "[profile logs-reader]\nregion = us-east-1\n");
+    let with_profile_only = |args: &[&str]| {
+        let mut cmd = work.command(args);
+        cmd.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env("AWS_SHARED_CREDENTIALS_FILE", &credentials)
+            .env("AWS_CONFIG_FILE", &profiles)
+            .env("AWS_PROFILE", "logs-reader");
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "revokd {args:?} failed:\n{stderr}");
+    };
+    with_profile_only(&["migrate", "--config", "revokd.toml"]);
+    with_profile_only(&["run", "--config", "revokd.toml", "--now", &rfc3339(T0 + 600), "--report", "report.json"]);
+    let report = work.report("report.json");
+    assert_eq!(report["counters"]["objects"], 1);
+    assert_eq!(report["counters"]["rows"], lines.len());
+    assert_eq!(flagged(&report).into_iter().map(|(id, _)| id).collect::<Vec<_>>(), ["leak3", "leak2"]);
+    let (_, rules) = emu.rules(&group, &group_id).await;
+    assert_eq!(rules.iter().map(|r| r.2.as_str()).collect::<Vec<_>>(), ["/leak2.", "/leak3."]);
+}
+
 #[tokio::test]
 async fn blast_radius_guard_holds_a_mass_revocation_for_review() {
     let mut lines = Vec::new();
@@ -281,7 +319,7 @@ async fn s3_listing_without_distribution_ids_finds_each_distributions_window_fil
     expected.push(unnamed);
     expected.sort();
 
-    let source = LogSource::from_config(&s3_logs(&emu, &prefix, &emu.endpoint), std::path::Path::new("unused")).unwrap();
+    let source = LogSource::from_config(&s3_logs(&emu, &prefix, &emu.endpoint), std::path::Path::new("unused")).await.unwrap();
     let found = source.list_window(&ten_minutes_to(window_hour * 3600 + 1800)).await.unwrap();
     let found: Vec<String> = found.iter().map(|o| o.location.to_string()).collect();
     assert_eq!(found, expected);
@@ -302,7 +340,7 @@ async fn s3_objects_delivered_since_the_last_run_make_the_window_reach_back_for_
     emu.upload(&format!("{prefix}/E1EXAMPLE.{hour}.0001.gz"), gzip(&log_text(&leak))).await;
     let config =
         revokd::config::LogsConfig { max_delivery_delay: std::time::Duration::from_secs(3600), ..s3_logs(&emu, &prefix, &emu.endpoint) };
-    let source = LogSource::from_config(&config, std::path::Path::new("unused")).unwrap();
+    let source = LogSource::from_config(&config, std::path::Path::new("unused")).await.unwrap();
     let ten_minutes = std::time::Duration::from_secs(600);
 
     // The last run ended 5 minutes before the upload: its requests, 40 minutes old, are read.
@@ -447,9 +485,9 @@ fn s3_logs(emu: &Emulator, prefix: &str, endpoint: &str) -> revokd::config::Logs
 }
 
 /// A log source for `config` with `max_retries` retries per S3 request.
-fn with_retries(config: revokd::config::LogsConfig, max_retries: usize) -> revokd::source::LogSource {
+async fn with_retries(config: revokd::config::LogsConfig, max_retries: usize) -> revokd::source::LogSource {
     let config = revokd::config::LogsConfig { max_retries, ..config };
-    revokd::source::LogSource::from_config(&config, std::path::Path::new("unused")).unwrap()
+    revokd::source::LogSource::from_config(&config, std::path::Path::new("unused")).await.unwrap()
 }
 
 fn ten_minutes_to(end: i64) -> revokd::source::Window {
@@ -466,7 +504,7 @@ async fn transient_s3_errors_are_retried_and_every_object_is_still_read() {
     let window = ten_minutes_to(T0 + 600);
 
     let proxy = S3Proxy::start(&emu.endpoint, true, std::time::Duration::ZERO).await;
-    let loaded = with_retries(s3_logs(&emu, &prefix, &proxy.endpoint), 3).load(&window).await.expect("every fault retried");
+    let loaded = with_retries(s3_logs(&emu, &prefix, &proxy.endpoint), 3).await.load(&window).await.expect("every fault retried");
     assert_eq!(loaded.stats.objects, 3);
     assert_eq!(loaded.stats.parse.lines, lines_uploaded, "every line of every object read");
     let failed = proxy.failed();
@@ -476,6 +514,7 @@ async fn transient_s3_errors_are_retried_and_every_object_is_still_read() {
 
     let proxy = S3Proxy::start(&emu.endpoint, true, std::time::Duration::ZERO).await;
     let error = with_retries(s3_logs(&emu, &prefix, &proxy.endpoint), 0)
+        .await
         .load(&window)
         .await
         .err()
@@ -491,7 +530,7 @@ async fn object_downloads_run_in_parallel_up_to_the_configured_bound() {
     let emu = emulator();
     let (prefix, lines_uploaded) = upload_objects(&emu, 6).await;
     let proxy = S3Proxy::start(&emu.endpoint, false, std::time::Duration::from_millis(500)).await;
-    let loaded = with_retries(s3_logs(&emu, &prefix, &proxy.endpoint), 0).load(&ten_minutes_to(T0 + 600)).await.unwrap();
+    let loaded = with_retries(s3_logs(&emu, &prefix, &proxy.endpoint), 0).await.load(&ten_minutes_to(T0 + 600)).await.unwrap();
     assert_eq!(loaded.stats.parse.lines, lines_uploaded);
     assert_eq!(proxy.peak_gets(), 2);
 }

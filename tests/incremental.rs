@@ -60,8 +60,8 @@ async fn cached_incremental_runs_decide_exactly_as_cold_runs() {
     }
     let live = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
-    let cached = LogSource::from_config(&logs_config(live.path(), true), state.path()).unwrap();
-    let cold = LogSource::from_config(&logs_config(live.path(), false), state.path()).unwrap();
+    let cached = LogSource::from_config(&logs_config(live.path(), true), state.path()).await.unwrap();
+    let cold = LogSource::from_config(&logs_config(live.path(), false), state.path()).await.unwrap();
     let query = DetectionQuery::builtin("default");
     let params = query.bind_params(&Default::default()).unwrap();
     let analyzer = Analyzer::new(query, params);
@@ -97,7 +97,7 @@ async fn a_corrupt_or_missing_cache_file_is_rebuilt_from_the_object() {
     let logs = tempfile::tempdir().unwrap();
     sim::logfile::write_files(&traffic, logs.path(), "", &LogFileOptions { late_share: 0.0, ..Default::default() }).unwrap();
     let state = tempfile::tempdir().unwrap();
-    let source = LogSource::from_config(&logs_config(logs.path(), true), state.path()).unwrap();
+    let source = LogSource::from_config(&logs_config(logs.path(), true), state.path()).await.unwrap();
     let query = DetectionQuery::builtin("default");
     let params = query.bind_params(&Default::default()).unwrap();
     let analyzer = Analyzer::new(query, params);
@@ -109,7 +109,7 @@ async fn a_corrupt_or_missing_cache_file_is_rebuilt_from_the_object() {
     assert_eq!(cache_files.len() as u64, stats.objects);
 
     // Survives a restart (a new source on the same state), then one file corrupt, one gone.
-    let source = LogSource::from_config(&logs_config(logs.path(), true), state.path()).unwrap();
+    let source = LogSource::from_config(&logs_config(logs.path(), true), state.path()).await.unwrap();
     let (_, stats) = decide(&source, &analyzer, now).await;
     assert_eq!(stats.objects_from_cache, stats.objects);
     std::fs::write(&cache_files[0], b"not parquet").unwrap();
@@ -129,7 +129,7 @@ async fn cache_files_of_hours_before_the_window_are_pruned() {
     sim::logfile::write_files(&traffic, logs.path(), "", &LogFileOptions { late_share: 0.0, files_per_hour: 1, ..Default::default() })
         .unwrap();
     let state = tempfile::tempdir().unwrap();
-    let source = LogSource::from_config(&logs_config(logs.path(), true), state.path()).unwrap();
+    let source = LogSource::from_config(&logs_config(logs.path(), true), state.path()).await.unwrap();
     let count = || std::fs::read_dir(state.path().join("cache")).map_or(0, |d| d.count());
     let window = |end: i64| Window::ending_at(DateTime::from_timestamp(end, 0).unwrap(), std::time::Duration::from_secs(600));
     source.load(&window(common::T0 + 3600)).await.unwrap().cache_writes.wait().await;
@@ -188,7 +188,7 @@ async fn a_run_that_reaches_back_for_a_late_file_reads_each_request_once() {
                 std::fs::File::options().write(true).open(&target).unwrap().set_modified(at(*delivered)).unwrap();
             }
         };
-        let source = LogSource::from_config(&logs_config(logs.path(), cache), state.path()).unwrap();
+        let source = LogSource::from_config(&logs_config(logs.path(), cache), state.path()).await.unwrap();
         // The last run, which leaves the on-time file in the parse cache.
         deliver(last_run_end);
         let previous = Window::ending_at(since, std::time::Duration::from_secs(600));
@@ -199,7 +199,7 @@ async fn a_run_that_reaches_back_for_a_late_file_reads_each_request_once() {
         loaded.cache_writes.wait().await;
         assert!(loaded.window.start < window.start - chrono::TimeDelta::minutes(10), "cache {cache}: reached {:?}", loaded.window);
         assert_eq!(loaded.stats.objects_delivered_late, 1);
-        let cold = LogSource::from_config(&logs_config(logs.path(), false), state.path()).unwrap();
+        let cold = LogSource::from_config(&logs_config(logs.path(), false), state.path()).await.unwrap();
         let every_request_once = rows_in(&cold.load(&loaded.window).await.unwrap().batches, &loaded.window);
         assert!(every_request_once > 10_000, "{every_request_once} requests");
         assert_eq!(rows_in(&loaded.batches, &loaded.window), every_request_once, "cache {cache}: requests read");

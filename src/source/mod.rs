@@ -132,7 +132,7 @@ pub struct LogSource {
 }
 
 impl LogSource {
-    pub fn from_config(config: &LogsConfig, state_dir: &std::path::Path) -> Result<Self, SourceError> {
+    pub async fn from_config(config: &LogsConfig, state_dir: &std::path::Path) -> Result<Self, SourceError> {
         let local_dir = match &config.location {
             LogLocation::Local(dir) => Some(dir.clone()),
             LogLocation::S3 { .. } => None,
@@ -149,7 +149,9 @@ impl LogSource {
             }
             LogLocation::S3 { bucket, prefix } => {
                 let location = format!("s3://{bucket}/{prefix}");
-                // Credentials and defaults come from the standard AWS environment.
+                // Credentials and the region as the SDK clients find them (profiles and SSO
+                // included); the rest of the standard AWS environment as object_store reads it.
+                let sdk = crate::aws::sdk_config(config.region.as_deref(), None).await;
                 let mut builder = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
                     // Transient errors (5xx, SlowDown, timeouts) are retried with
@@ -160,8 +162,11 @@ impl LogSource {
                         max_retries: config.max_retries,
                         retry_timeout: Duration::from_secs(180),
                     });
-                if let Some(region) = &config.region {
-                    builder = builder.with_region(region);
+                if let Some(region) = sdk.region() {
+                    builder = builder.with_region(region.as_ref());
+                }
+                if let Some(provider) = sdk.credentials_provider() {
+                    builder = builder.with_credentials(Arc::new(crate::aws::S3Credentials::new(provider)));
                 }
                 if let Some(endpoint) = &config.endpoint {
                     // S3-compatible stores and emulators address buckets by path.

@@ -189,14 +189,19 @@ impl Workdir {
         p
     }
 
-    /// Runs `revokd <args>` in this directory with the emulator's AWS environment (if any).
-    pub fn revokd(&self, args: &[&str]) -> Output {
+    /// `revokd <args>` in this directory with the emulator's AWS environment (if any).
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_revokd"));
         cmd.args(args).current_dir(self.dir.path()).env("RUST_LOG", "info").env_remove("REVOKD_CONFIG");
         if let Ok(endpoint) = std::env::var("REVOKD_TEST_AWS_ENDPOINT") {
             cmd.env("AWS_ENDPOINT_URL", endpoint);
         }
-        cmd.output().unwrap()
+        cmd
+    }
+
+    /// Runs `revokd <args>` (see [`Workdir::command`]).
+    pub fn revokd(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
     }
 
     /// Runs and requires success; returns stderr (the logs).

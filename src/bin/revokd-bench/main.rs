@@ -295,7 +295,7 @@ fn profile(config: &std::path::Path, now: DateTime<Utc>) -> Result<(), String> {
     tracing_subscriber::fmt().with_env_filter("revokd::analysis=debug").with_writer(std::io::stdout).init();
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let source = revokd::source::LogSource::from_config(&config.logs, &config.state_dir).map_err(|e| e.to_string())?;
+        let source = revokd::source::LogSource::from_config(&config.logs, &config.state_dir).await.map_err(|e| e.to_string())?;
         let analyzer = revokd::analysis::Analyzer::new(config.detection.query.clone(), config.detection.params.clone());
         let window = revokd::source::Window::ending_at(now, config.schedule.lookback);
         let started = std::time::Instant::now();
