@@ -373,10 +373,16 @@ fn resolve(raw: RawConfig, path: Option<&Path>, base: &Path) -> Result<Config, C
     let url = raw.logs.url.as_deref().unwrap_or(DEFAULT_LOGS_URL);
     let location = parse_log_location(url, &absolute).map_err(|m| invalid("logs.url", m))?;
     for (i, id) in raw.logs.distribution_ids.iter().enumerate() {
+        let key = format!("logs.distribution_ids[{i}]");
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(invalid(&key, format!("`{id}` is not a CloudFront distribution id (letters and digits)")));
+        }
+        // Log file names hold the id as CloudFront writes it, and S3 keys are case-sensitive:
+        // a lower-case id would list nothing, and every run would warn of an empty window.
+        if id.bytes().any(|b| b.is_ascii_lowercase()) {
             return Err(invalid(
-                &format!("logs.distribution_ids[{i}]"),
-                format!("`{id}` is not a CloudFront distribution id (letters and digits)"),
+                &key,
+                format!("`{id}`: CloudFront distribution ids are upper case, as in the log file names (`{}`)", id.to_ascii_uppercase()),
             ));
         }
     }
@@ -606,6 +612,16 @@ mod tests {
         assert!(err.contains("/etc/revokd.toml"), "{err}");
         assert!(err.contains("urll"), "{err}");
         assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn a_distribution_id_that_would_match_no_log_file_is_refused_naming_it() {
+        let config = Config::from_toml("[logs]\ndistribution_ids = [\"E2EXAMPLE1\"]\n", None).unwrap();
+        assert_eq!(config.logs.distribution_ids, ["E2EXAMPLE1"]);
+        let err = Config::from_toml("[logs]\ndistribution_ids = [\"E2EXAMPLE1\", \"e3example\"]\n", None).unwrap_err().to_string();
+        assert!(err.contains("logs.distribution_ids[1]") && err.contains("upper case") && err.contains("`E3EXAMPLE`"), "{err}");
+        let err = Config::from_toml("[logs]\ndistribution_ids = [\"E2/X\"]\n", None).unwrap_err().to_string();
+        assert!(err.contains("logs.distribution_ids[0]") && err.contains("letters and digits"), "{err}");
     }
 
     #[test]
