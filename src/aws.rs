@@ -1,4 +1,5 @@
-//! AWS SDK configuration shared by the DynamoDB store and the WAF enforcer.
+//! AWS SDK configuration shared by the DynamoDB store and the WAF enforcer, and the same
+//! credentials for the S3 log source.
 //!
 //! Credentials come from the default provider chain (environment, profile, SSO, instance or
 //! task role) and are never logged. `region`/`endpoint` from the config override the
@@ -89,9 +90,9 @@ pub fn error_code<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> Option<&str
 #[derive(Debug)]
 pub struct S3Credentials {
     provider: aws_credential_types::provider::SharedCredentialsProvider,
-    /// object_store asks before every request; the chain may read files or call a service.
-    cached: tokio::sync::Mutex<Option<Arc<AwsCredential>>>,
-    cached_until: std::sync::Mutex<Option<SystemTime>>,
+    /// object_store asks before every request, and the chain may read files or call a
+    /// service: the last credential, with its expiry if it has one.
+    cached: tokio::sync::Mutex<Option<(Arc<AwsCredential>, Option<SystemTime>)>>,
 }
 
 /// Credentials are fetched again this long before they expire.
@@ -99,7 +100,7 @@ const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
 
 impl S3Credentials {
     pub fn new(provider: aws_credential_types::provider::SharedCredentialsProvider) -> Self {
-        S3Credentials { provider, cached: tokio::sync::Mutex::new(None), cached_until: std::sync::Mutex::new(None) }
+        S3Credentials { provider, cached: tokio::sync::Mutex::new(None) }
     }
 }
 
@@ -110,8 +111,9 @@ impl object_store::CredentialProvider for S3Credentials {
     async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
         use aws_credential_types::provider::ProvideCredentials;
         let mut cached = self.cached.lock().await;
-        let fresh = self.cached_until.lock().expect("not poisoned").is_none_or(|until| SystemTime::now() + REFRESH_BEFORE_EXPIRY < until);
-        if let Some(credential) = cached.as_ref().filter(|_| fresh) {
+        if let Some((credential, expiry)) = cached.as_ref()
+            && expiry.is_none_or(|expiry| SystemTime::now() + REFRESH_BEFORE_EXPIRY < expiry)
+        {
             return Ok(credential.clone());
         }
         let found = self.provider.provide_credentials().await.map_err(|e| object_store::Error::Generic {
@@ -123,8 +125,7 @@ impl object_store::CredentialProvider for S3Credentials {
             secret_key: found.secret_access_key().to_string(),
             token: found.session_token().map(str::to_string),
         });
-        *self.cached_until.lock().expect("not poisoned") = found.expiry();
-        *cached = Some(credential.clone());
+        *cached = Some((credential.clone(), found.expiry()));
         Ok(credential)
     }
 }
