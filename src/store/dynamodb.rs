@@ -15,9 +15,8 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
-    PutRequest, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem,
-    Update, WriteRequest,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest, ReturnValuesOnConditionCheckFailure,
+    ScalarAttributeType, TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem, Update, WriteRequest,
 };
 use chrono::{DateTime, Utc};
 
@@ -30,7 +29,6 @@ use crate::session::SessionId;
 /// DynamoDB's limit for both BatchWriteItem and (by our choice) each transaction.
 pub const MAX_BATCH: usize = 25;
 const MAX_ATTEMPTS: u32 = 8;
-const ACTIVE_INDEX: &str = "active-by-expiry";
 const TABLE_SPEC: &str = include_str!("../../migrations/dynamodb/0001_revocations.json");
 
 /// Errors that say "slow down and send it again", whatever the operation.
@@ -80,7 +78,6 @@ struct TableSpec {
     _comment: Option<String>,
     key_schema: Vec<KeySpec>,
     attribute_definitions: Vec<AttrSpec>,
-    global_secondary_indexes: Vec<IndexSpec>,
     billing_mode: String,
     time_to_live_attribute: String,
 }
@@ -97,20 +94,6 @@ struct KeySpec {
 struct AttrSpec {
     attribute_name: String,
     attribute_type: String,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct IndexSpec {
-    index_name: String,
-    key_schema: Vec<KeySpec>,
-    projection: ProjectionSpec,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct ProjectionSpec {
-    projection_type: String,
 }
 
 fn key_schema(keys: &[KeySpec]) -> Vec<KeySchemaElement> {
@@ -381,27 +364,12 @@ impl RevocationStore for DynamoStore {
                         .expect("set")
                 })
                 .collect();
-            let indexes = spec
-                .global_secondary_indexes
-                .iter()
-                .map(|i| {
-                    GlobalSecondaryIndex::builder()
-                        .index_name(&i.index_name)
-                        .set_key_schema(Some(key_schema(&i.key_schema)))
-                        .projection(
-                            Projection::builder().projection_type(ProjectionType::from(i.projection.projection_type.as_str())).build(),
-                        )
-                        .build()
-                        .expect("set")
-                })
-                .collect();
             let created = self
                 .client
                 .create_table()
                 .table_name(&self.table)
                 .set_key_schema(Some(key_schema(&spec.key_schema)))
                 .set_attribute_definitions(Some(attributes))
-                .set_global_secondary_indexes(Some(indexes))
                 .billing_mode(BillingMode::from(spec.billing_mode.as_str()))
                 .send()
                 .await;
@@ -484,14 +452,17 @@ impl RevocationStore for DynamoStore {
     }
 
     async fn active(&self, now: DateTime<Utc>) -> Result<Vec<Revocation>, StoreError> {
-        // The sparse index holds only MANUAL/AUTO entries; the key condition drops entries
-        // past expiry that TTL has not deleted yet.
+        // A consistent Scan of the table, not a Query of an index: a global secondary index
+        // is read eventually consistently, so an entry recorded a moment ago (by `revoke`
+        // just before it reconciles, or by another writer before it updated the rule group)
+        // could be missing, and the rule group would be planned without it. The filter drops
+        // entries past expiry that TTL has not deleted yet.
         let mut pages = self
             .client
-            .query()
+            .scan()
             .table_name(&self.table)
-            .index_name(ACTIVE_INDEX)
-            .key_condition_expression("#active = :one AND #expires_at > :now")
+            .consistent_read(true)
+            .filter_expression("#active = :one AND #expires_at > :now")
             .expression_attribute_names("#active", "active")
             .expression_attribute_names("#expires_at", "expires_at")
             .expression_attribute_values(":one", s("1"))
@@ -500,10 +471,10 @@ impl RevocationStore for DynamoStore {
             .send();
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.call_err("Query", &e))?;
+            let page = page.map_err(|e| self.call_err("Scan", &e))?;
             for item in page.items() {
                 let r = self.parse_item(item)?;
-                // GSIs are eventually consistent: recheck kind and expiry on the item itself.
+                // An item another tool wrote with `active` but not a revoking type.
                 if r.is_active(now) {
                     out.push(r);
                 }
@@ -545,11 +516,62 @@ impl DynamoStore {
 mod tests {
     use super::*;
 
+    use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+    use aws_sdk_dynamodb::config::{ConfigBag, Credentials, Intercept, RuntimeComponents};
+
+    /// Keeps every request's operation and body, and sends none.
+    #[derive(Debug, Clone, Default)]
+    struct Requests(std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>);
+
+    impl Intercept for Requests {
+        fn name(&self) -> &'static str {
+            "requests"
+        }
+
+        fn read_before_transmit(
+            &self,
+            context: &BeforeTransmitInterceptorContextRef<'_>,
+            _: &RuntimeComponents,
+            _: &mut ConfigBag,
+        ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+            let request = context.request();
+            let operation = request.headers().get("x-amz-target").unwrap_or_default().to_string();
+            let body = serde_json::from_slice(request.body().bytes().unwrap_or_default()).unwrap_or_default();
+            self.0.lock().unwrap().push((operation, body));
+            Err("kept, not sent".into())
+        }
+    }
+
+    /// What the enforcer plans from must hold a revocation recorded a moment before, so it is
+    /// read consistently from the table. A global secondary index (what this read used to
+    /// query) cannot be read consistently, but moto's indexes are, so the stale read cannot
+    /// be shown on the emulator; this checks the request itself.
+    #[tokio::test]
+    async fn revocations_in_force_are_read_consistently_from_the_table_not_from_an_index() {
+        let requests = Requests::default();
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+            .endpoint_url("http://127.0.0.1:9")
+            .interceptor(requests.clone())
+            .build();
+        let store = DynamoStore { client: Client::from_conf(config), table: "revocations".into() };
+        assert!(store.active(DateTime::from_timestamp(1_800_000_000, 0).unwrap()).await.is_err(), "nothing was sent");
+        let sent = requests.0.lock().unwrap().clone();
+        assert!(!sent.is_empty());
+        for (operation, body) in sent {
+            assert_eq!(operation, "DynamoDB_20120810.Scan");
+            assert_eq!(body["ConsistentRead"], true, "{body}");
+            assert_eq!(body.get("IndexName"), None, "{body}");
+            assert_eq!(body["ExpressionAttributeValues"][":now"], serde_json::json!({ "N": "1800000000" }));
+        }
+    }
+
     #[test]
     fn table_spec_in_migrations_parses_and_names_the_ttl_attribute() {
         let spec: TableSpec = serde_json::from_str(TABLE_SPEC).unwrap();
         assert_eq!(spec.time_to_live_attribute, "expires_at");
-        assert_eq!(spec.global_secondary_indexes[0].index_name, ACTIVE_INDEX);
         assert_eq!(spec.key_schema[0].attribute_name, "session_id");
     }
 }
