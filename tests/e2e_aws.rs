@@ -271,6 +271,27 @@ async fn credentials_from_a_shared_profile_sign_s3_as_well_as_dynamodb_and_waf()
     assert_eq!(rules.iter().map(|r| r.2.as_str()).collect::<Vec<_>>(), ["/leak2.", "/leak3."]);
 }
 
+/// No region in the config, the environment or a profile: the SDK would fail every call on
+/// signing, in a dump of its internals. revokd says which setting is missing instead.
+#[test]
+fn a_dynamodb_store_without_a_region_anywhere_is_named_with_the_settings_to_check() {
+    let work = Workdir::new();
+    work.write("revokd.toml", "[store]\nbackend = \"dynamodb\"\n[store.dynamodb]\ntable = \"revocations\"\n");
+    let no_profile = work.write("aws/config", "");
+    let out = work
+        .command(&["migrate", "--config", "revokd.toml"])
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", &no_profile)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &no_profile)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("DynamoDB table revocations: connect: no AWS region: set store.dynamodb.region, AWS_REGION"), "{stderr}");
+}
+
 #[tokio::test]
 async fn blast_radius_guard_holds_a_mass_revocation_for_review() {
     let mut lines = Vec::new();

@@ -107,7 +107,7 @@ async fn embedded_store_keeps_the_contract() {
 async fn dynamodb_store_keeps_the_contract() {
     let emu = emulator();
     let config = DynamoConfig { table: unique("contract"), region: Some("us-east-1".into()), endpoint: Some(emu.endpoint.clone()) };
-    let store = DynamoStore::connect(&config).await;
+    let store = DynamoStore::connect(&config).await.unwrap();
     assert!(store.migrate().await.unwrap(), "a new table is created");
     assert!(!store.migrate().await.unwrap(), "migrate is a no-op when the table exists");
     contract(&store).await;

@@ -121,9 +121,17 @@ fn signals_value(signals: &BTreeMap<String, f64>) -> AttributeValue {
 }
 
 impl DynamoStore {
-    pub async fn connect(config: &DynamoConfig) -> DynamoStore {
+    pub async fn connect(config: &DynamoConfig) -> Result<DynamoStore, StoreError> {
         let sdk = crate::aws::sdk_config(config.region.as_deref(), config.endpoint.as_deref()).await;
-        DynamoStore { client: Client::new(&sdk), table: config.table.clone() }
+        // Without one, every call fails on signing, in a dump of the SDK's internals.
+        if sdk.region().is_none() {
+            return Err(StoreError::Dynamo {
+                table: config.table.clone(),
+                operation: "connect",
+                message: "no AWS region: set store.dynamodb.region, AWS_REGION, or a region in the AWS profile".into(),
+            });
+        }
+        Ok(DynamoStore { client: Client::new(&sdk), table: config.table.clone() })
     }
 
     fn left_over(&self, operation: &'static str, e: LeftOver) -> StoreError {

@@ -171,7 +171,7 @@ pub trait RevocationStore: Send + Sync {
 pub async fn open(config: &crate::config::Config) -> Result<Box<dyn RevocationStore>, StoreError> {
     match &config.store {
         crate::config::StoreConfig::Embedded { path } => Ok(Box::new(embedded::EmbeddedStore::open(path)?)),
-        crate::config::StoreConfig::Dynamodb(c) => Ok(Box::new(dynamodb::DynamoStore::connect(c).await)),
+        crate::config::StoreConfig::Dynamodb(c) => Ok(Box::new(dynamodb::DynamoStore::connect(c).await?)),
     }
 }
 
