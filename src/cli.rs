@@ -179,6 +179,17 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             if let Some(folder) = report.as_deref().and_then(Path::parent).filter(|f| !f.as_os_str().is_empty() && !f.is_dir()) {
                 return Err(Failure(format!("--report: {} is not a directory", folder.display()), 2));
             }
+            // A replay's revocations expire revocation.ttl after its --now, and the daemon
+            // enforces whatever has not expired: a mistyped year would block for years.
+            if let Some(now) = now.filter(|now| *now > Utc::now() + chrono::Duration::minutes(1)) {
+                return Err(Failure(
+                    format!(
+                        "--now {} is in the future: a run's revocations would expire revocation.ttl after it, and block until then; --now replays past logs",
+                        now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ),
+                    2,
+                ));
+            }
             let mut rt = Runtime::open(config).await?;
             // A bar in a terminal; never under systemd or with JSON logs.
             rt.source.show_progress(crate::telemetry::interactive(cli.log_format));

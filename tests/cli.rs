@@ -314,6 +314,18 @@ fn a_report_that_cannot_be_written_is_refused_before_the_run_writes_anything() {
     assert!(rule_file(&work.path("state/rule-group.json")).is_empty(), "nothing revoked");
 }
 
+/// `run --now` replays past logs. A time in the future (a mistyped year) would record
+/// revocations expiring a day after it, which every later run would enforce until then.
+#[test]
+fn a_run_in_the_future_is_refused_before_anything_is_recorded() {
+    let work = two_leaks_workdir();
+    let out = work.revokd(&["run", "--config", "revokd.toml", "--now", "2062-11-20T10:10:00Z"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--now 2062-11-20T10:10:00Z is in the future"), "{stderr}");
+    assert!(!work.path("state").exists(), "nothing recorded, nothing cached");
+}
+
 #[test]
 fn an_unreadable_rule_group_file_fails_the_run_and_is_left_as_it_was() {
     let work = two_leaks_workdir();
