@@ -305,6 +305,45 @@ fn root_is_refused_in_a_state_directory_the_service_user_owns_and_nothing_is_wri
     work.ok(&["check-config", "--config", "revokd.toml"]);
 }
 
+/// An operator listing the service's store as a user who may read it but not write beside
+/// it: SQLite writes even to read (WAL's shared memory), and the error said only "attempt to
+/// write a readonly database". It now names the store's owner and how to run as them.
+#[test]
+fn a_store_another_user_owns_is_named_with_its_owner_when_sqlite_cannot_write_beside_it() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: running revokd as another user needs root");
+        return;
+    }
+    let work = Workdir::new();
+    local_config(&work, "");
+    work.ok(&["revoke", "abc", "--config", "revokd.toml"]);
+    for entry in walk(work.dir.path()) {
+        let mode = if entry.is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let out = work.command(&["sessions", "list", "--config", "revokd.toml"]).uid(65534).gid(65534).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("readonly database (the store belongs to uid 0") && stderr.contains("sudo -u '#0' revokd"), "{stderr}");
+}
+
+/// `dir` and every folder and file below it.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut all = vec![dir.to_path_buf()];
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            all.extend(walk(&path));
+        } else {
+            all.push(path);
+        }
+    }
+    all
+}
+
 #[test]
 fn a_report_that_cannot_be_written_is_refused_before_the_run_writes_anything() {
     let work = two_leaks_workdir();

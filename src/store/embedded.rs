@@ -35,12 +35,13 @@ impl EmbeddedStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
         }
-        let conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
+        let sqlite_err = |e: rusqlite::Error| sqlite_error(path, e);
+        let conn = Connection::open(path).map_err(sqlite_err)?;
         // The busy timeout lets a CLI command wait for a run's transaction (or a run for a
         // command's) instead of failing: set first, since switching to WAL takes a lock too.
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| err(e.to_string()))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_err)?;
         // WAL lets `revokd sessions list` read while the daemon writes.
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| err(e.to_string()))?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite_err)?;
         let mut store = EmbeddedStore { path: path.to_path_buf(), conn: Arc::new(Mutex::new(conn)), migrated_on_open: false };
         store.migrated_on_open = store.apply_migrations()?;
         Ok(store)
@@ -53,7 +54,7 @@ impl EmbeddedStore {
     fn apply_migrations(&self) -> Result<bool, StoreError> {
         let mut conn = self.conn.lock().expect("store lock");
         let version = |conn: &Connection| -> Result<usize, StoreError> {
-            let applied: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(|e| self.err(e))?;
+            let applied: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(|e| sqlite_error(&self.path, e))?;
             let applied = usize::try_from(applied).unwrap_or(usize::MAX);
             if applied > MIGRATIONS.len() {
                 return Err(self.err(format!("schema version {applied} is newer than this revokd knows ({})", MIGRATIONS.len())));
@@ -65,17 +66,17 @@ impl EmbeddedStore {
         if version(&conn)? == MIGRATIONS.len() {
             return Ok(false);
         }
-        let tx = write_transaction(&mut conn).map_err(|e| self.err(e))?;
+        let tx = write_transaction(&mut conn).map_err(|e| sqlite_error(&self.path, e))?;
         // Again under the write lock: another process may have migrated meanwhile.
         let applied = version(&tx)?;
         if applied == MIGRATIONS.len() {
             return Ok(false);
         }
         for sql in &MIGRATIONS[applied..] {
-            tx.execute_batch(sql).map_err(|e| self.err(e))?;
+            tx.execute_batch(sql).map_err(|e| sqlite_error(&self.path, e))?;
         }
-        tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64).map_err(|e| self.err(e))?;
-        tx.commit().map_err(|e| self.err(e))?;
+        tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64).map_err(|e| sqlite_error(&self.path, e))?;
+        tx.commit().map_err(|e| sqlite_error(&self.path, e))?;
         Ok(applied < MIGRATIONS.len())
     }
 
@@ -85,14 +86,13 @@ impl EmbeddedStore {
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let conn = self.conn.clone();
-        let path = self.path.display().to_string();
         tokio::task::spawn_blocking(move || {
             let mut conn = conn.lock().expect("store lock");
             f(&mut conn)
         })
         .await
-        .map_err(|e| StoreError::Embedded { path: path.clone(), message: e.to_string() })?
-        .map_err(|e| StoreError::Embedded { path, message: e.to_string() })
+        .map_err(|e| self.err(e))?
+        .map_err(|e| sqlite_error(&self.path, e))
     }
 
     fn query(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> rusqlite::Result<Vec<Revocation>> {
@@ -116,6 +116,28 @@ impl EmbeddedStore {
         })?;
         rows.collect()
     }
+}
+
+/// A SQLite error as a store error. When SQLite could not write, and the database or its
+/// folder belongs to another user, it says so: even a reader writes (WAL's shared-memory
+/// file), and an operator listing the service's store as themselves met only "attempt to
+/// write a readonly database".
+fn sqlite_error(path: &Path, e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode::{CannotOpen, PermissionDenied, ReadOnly};
+    use std::os::unix::fs::MetadataExt;
+    let mut message = e.to_string();
+    if matches!(e.sqlite_error_code(), Some(ReadOnly | CannotOpen | PermissionDenied)) {
+        let owner = std::fs::metadata(path).or_else(|_| std::fs::metadata(path.parent().unwrap_or(Path::new(".")))).map(|m| m.uid());
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        match owner {
+            Ok(owner) if owner != me => message.push_str(&format!(
+                " (the store belongs to uid {owner}, and SQLite writes beside it even to read: run revokd as its owner, e.g. `sudo -u '#{owner}' revokd …`)"
+            )),
+            _ => message.push_str(" (SQLite writes beside the database even to read: it and its folder must be writable)"),
+        }
+    }
+    StoreError::Embedded { path: path.display().to_string(), message }
 }
 
 /// Begins a transaction that writes. Immediate: it takes the write lock (waiting up to the
