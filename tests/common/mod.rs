@@ -191,7 +191,12 @@ impl Workdir {
 
     /// `revokd <args>` in this directory with the emulator's AWS environment (if any).
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_revokd"));
+        self.command_of(Path::new(env!("CARGO_BIN_EXE_revokd")), args)
+    }
+
+    /// [`Workdir::command`] with a copy of the binary at `binary`.
+    pub fn command_of(&self, binary: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(binary);
         cmd.args(args).current_dir(self.dir.path()).env("RUST_LOG", "info").env_remove("REVOKD_CONFIG");
         if let Ok(endpoint) = std::env::var("REVOKD_TEST_AWS_ENDPOINT") {
             cmd.env("AWS_ENDPOINT_URL", endpoint);
