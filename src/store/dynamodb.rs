@@ -14,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::scan::builders::ScanFluentBuilder;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest, ReturnValuesOnConditionCheckFailure,
     ScalarAttributeType, TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem, Update, WriteRequest,
@@ -121,6 +122,20 @@ fn signals_value(signals: &BTreeMap<String, f64>) -> AttributeValue {
 }
 
 impl DynamoStore {
+    /// Every item `scan` returns, read consistently from the table, sorted by session id.
+    async fn scan(&self, scan: ScanFluentBuilder) -> Result<Vec<Revocation>, StoreError> {
+        let mut pages = scan.table_name(&self.table).consistent_read(true).into_paginator().send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.call_err("Scan", &e))?;
+            for item in page.items() {
+                out.push(self.parse_item(item)?);
+            }
+        }
+        out.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+        Ok(out)
+    }
+
     pub async fn connect(config: &DynamoConfig) -> Result<DynamoStore, StoreError> {
         let sdk = crate::aws::sdk_config(config.region.as_deref(), config.endpoint.as_deref()).await;
         // Without one, every call fails on signing, in a dump of the SDK's internals.
@@ -447,16 +462,7 @@ impl RevocationStore for DynamoStore {
     }
 
     async fn list_all(&self) -> Result<Vec<Revocation>, StoreError> {
-        let mut pages = self.client.scan().table_name(&self.table).consistent_read(true).into_paginator().send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.call_err("Scan", &e))?;
-            for item in page.items() {
-                out.push(self.parse_item(item)?);
-            }
-        }
-        out.sort_by(|a, b| a.session_id.cmp(&b.session_id));
-        Ok(out)
+        self.scan(self.client.scan()).await
     }
 
     async fn active(&self, now: DateTime<Utc>) -> Result<Vec<Revocation>, StoreError> {
@@ -465,31 +471,18 @@ impl RevocationStore for DynamoStore {
         // just before it reconciles, or by another writer before it updated the rule group)
         // could be missing, and the rule group would be planned without it. The filter drops
         // entries past expiry that TTL has not deleted yet.
-        let mut pages = self
+        let filtered = self
             .client
             .scan()
-            .table_name(&self.table)
-            .consistent_read(true)
             .filter_expression("#active = :one AND #expires_at > :now")
             .expression_attribute_names("#active", "active")
             .expression_attribute_names("#expires_at", "expires_at")
             .expression_attribute_values(":one", s("1"))
-            .expression_attribute_values(":now", n(epoch(now)))
-            .into_paginator()
-            .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.call_err("Scan", &e))?;
-            for item in page.items() {
-                let r = self.parse_item(item)?;
-                // An item another tool wrote with `active` but not a revoking type.
-                if r.is_active(now) {
-                    out.push(r);
-                }
-            }
-        }
-        out.sort_by(|a, b| a.session_id.cmp(&b.session_id));
-        Ok(out)
+            .expression_attribute_values(":now", n(epoch(now)));
+        let mut active = self.scan(filtered).await?;
+        // An item another tool wrote with `active` but not a revoking type.
+        active.retain(|r| r.is_active(now));
+        Ok(active)
     }
 
     async fn get(&self, session_id: &SessionId) -> Result<Option<Revocation>, StoreError> {
