@@ -362,6 +362,15 @@ fn resolve(raw: RawConfig, path: Option<&Path>, base: &Path) -> Result<Config, C
     let duration = |key: &str, value: Option<&str>, default: &str| -> Result<Duration, ConfigError> {
         parse_duration(value.unwrap_or(default)).map_err(|message| invalid(key, message))
     };
+    // For the settings a zero would defeat: a window of nothing, a run taken for hung at once,
+    // a revocation that expires as it is made.
+    let longer_than_zero = |key: &str, value: Option<&str>, default: &str| -> Result<Duration, ConfigError> {
+        let parsed = duration(key, value, default)?;
+        if parsed.is_zero() {
+            return Err(invalid(key, "must be longer than 0s".into()));
+        }
+        Ok(parsed)
+    };
     let absolute = |p: &Path| -> PathBuf {
         let joined = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
         std::path::absolute(&joined).unwrap_or(joined)
@@ -406,10 +415,7 @@ fn resolve(raw: RawConfig, path: Option<&Path>, base: &Path) -> Result<Config, C
     // schedule
     let cron = raw.schedule.cron.unwrap_or_else(|| "0 */5 * * * *".to_string());
     crate::daemon::validate_cron(&cron).map_err(|m| invalid("schedule.cron", m))?;
-    let lookback = duration("schedule.lookback", raw.schedule.lookback.as_deref(), "10m")?;
-    if lookback.is_zero() {
-        return Err(invalid("schedule.lookback", "must be longer than 0s".into()));
-    }
+    let lookback = longer_than_zero("schedule.lookback", raw.schedule.lookback.as_deref(), "10m")?;
     // Each run analyses the lookback before it: runs farther apart than that never look at
     // the requests in between, and a leak there is never seen.
     if let Some(gap) = crate::daemon::schedule_gap(&cron, lookback).map_err(|m| invalid("schedule.cron", m))? {
@@ -424,10 +430,7 @@ fn resolve(raw: RawConfig, path: Option<&Path>, base: &Path) -> Result<Config, C
             ),
         ));
     }
-    let max_run_duration = duration("schedule.max_run_duration", raw.schedule.max_run_duration.as_deref(), "10m")?;
-    if max_run_duration.is_zero() {
-        return Err(invalid("schedule.max_run_duration", "must be longer than 0s".into()));
-    }
+    let max_run_duration = longer_than_zero("schedule.max_run_duration", raw.schedule.max_run_duration.as_deref(), "10m")?;
     let schedule = ScheduleConfig { cron, lookback, run_on_start: raw.schedule.run_on_start.unwrap_or(true), max_run_duration };
 
     // detection
@@ -439,17 +442,10 @@ fn resolve(raw: RawConfig, path: Option<&Path>, base: &Path) -> Result<Config, C
 
     // revocation
     let revocation = RevocationPolicy {
-        ttl: duration("revocation.ttl", raw.revocation.ttl.as_deref(), "24h")?,
-        manual_ttl: duration("revocation.manual_ttl", raw.revocation.manual_ttl.as_deref(), "24h")?,
+        ttl: longer_than_zero("revocation.ttl", raw.revocation.ttl.as_deref(), "24h")?,
+        manual_ttl: longer_than_zero("revocation.manual_ttl", raw.revocation.manual_ttl.as_deref(), "24h")?,
         unrevoke_cooldown: duration("revocation.unrevoke_cooldown", raw.revocation.unrevoke_cooldown.as_deref(), "24h")?,
     };
-    // A revocation of 0s expires as it is made: nothing would ever be blocked.
-    if revocation.ttl.is_zero() {
-        return Err(invalid("revocation.ttl", "must be longer than 0s".into()));
-    }
-    if revocation.manual_ttl.is_zero() {
-        return Err(invalid("revocation.manual_ttl", "must be longer than 0s".into()));
-    }
 
     // safety
     for (i, id) in raw.safety.allow_sessions.iter().enumerate() {
