@@ -275,17 +275,17 @@ fn local_dirs_written(config: &Config, command: &Command) -> Vec<PathBuf> {
 /// stays root's, and the service, no longer able to write its own database or rule file,
 /// would fail every run after it.
 fn check_not_root_in_a_service_dir(dir: &Path) -> Result<(), Failure> {
-    use std::os::unix::fs::MetadataExt;
+    use crate::ownership;
     // Not there yet: whoever creates it owns it.
-    let Ok(owner) = std::fs::metadata(dir).map(|m| m.uid()) else { return Ok(()) };
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 || owner == 0 {
+    let Some(owner) = ownership::owner(dir) else { return Ok(()) };
+    if ownership::effective_uid() != 0 || owner == 0 {
         return Ok(());
     }
     Err(Failure(
         format!(
-            "{} belongs to uid {owner}, and revokd runs as root: files it wrote there would be root's, and the service could no longer write them. Run it as the owner, e.g. `sudo -u '#{owner}' revokd …`",
-            dir.display()
+            "{} belongs to uid {owner}, and revokd runs as root: files it wrote there would be root's, and the service could no longer write them. {}",
+            dir.display(),
+            ownership::run_as(owner)
         ),
         2,
     ))

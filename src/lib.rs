@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod enforcer;
 pub mod geo;
 pub mod memory;
+pub mod ownership;
 pub mod retry;
 pub mod run;
 pub mod session;

@@ -123,16 +123,15 @@ impl EmbeddedStore {
 /// file), and an operator listing the service's store as themselves met only "attempt to
 /// write a readonly database".
 fn sqlite_error(path: &Path, e: rusqlite::Error) -> StoreError {
+    use crate::ownership;
     use rusqlite::ErrorCode::{CannotOpen, PermissionDenied, ReadOnly};
-    use std::os::unix::fs::MetadataExt;
     let mut message = e.to_string();
     if matches!(e.sqlite_error_code(), Some(ReadOnly | CannotOpen | PermissionDenied)) {
-        let owner = std::fs::metadata(path).or_else(|_| std::fs::metadata(path.parent().unwrap_or(Path::new(".")))).map(|m| m.uid());
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let me = unsafe { libc::geteuid() };
+        let owner = ownership::owner(path).or_else(|| ownership::owner(path.parent().unwrap_or(Path::new("."))));
         match owner {
-            Ok(owner) if owner != me => message.push_str(&format!(
-                " (the store belongs to uid {owner}, and SQLite writes beside it even to read: run revokd as its owner, e.g. `sudo -u '#{owner}' revokd …`)"
+            Some(owner) if owner != ownership::effective_uid() => message.push_str(&format!(
+                " (the store belongs to uid {owner}, and SQLite writes beside it even to read: {})",
+                ownership::run_as(owner)
             )),
             _ => message.push_str(" (SQLite writes beside the database even to read: it and its folder must be writable)"),
         }
